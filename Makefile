@@ -1,0 +1,36 @@
+# Two entry points that work on a fresh machine: `make demo` and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CLI    := $(VENV)/bin/odrec-export
+SHARED ?= ../shared/data
+DEMO   := build/demo
+
+.PHONY: demo test install clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+# Until `build` exists: train a small teacher and evaluate it. Real data when ../shared is beside
+# the checkout (the Diginetica sample), otherwise a generated set labelled SYNTHETIC.
+demo: $(VENV)/.installed
+	@mkdir -p $(DEMO)
+	@if [ -f $(SHARED)/diginetica_sample/sample_train-item-views.csv ]; then \
+	  echo "demo data: $(SHARED)/diginetica_sample (real Diginetica click-log sample)"; \
+	  echo $(SHARED)/diginetica_sample/sample_train-item-views.csv > $(DEMO)/data_path; \
+	else \
+	  echo "demo data: SYNTHETIC sessions (../shared not found)"; \
+	  $(PY) -m odrec_export.synthetic $(DEMO)/synthetic > $(DEMO)/data_path; \
+	fi
+	$(CLI) train --data $$(cat $(DEMO)/data_path) --out $(DEMO)/teacher.pt --epochs 5 --dim 64
+	$(CLI) eval --ckpt $(DEMO)/teacher.pt --data $$(cat $(DEMO)/data_path)
+
+clean:
+	rm -rf build

@@ -1,0 +1,151 @@
+"""The ``odrec-export`` command line: each command parses options and calls one library function."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import OdrecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Train, compress and export compact session-based recommenders for phones.")
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def one_line_errors(fn):
+    """Report toolchain errors (and unreadable files) as one line with a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OdrecError as e:
+            _fail(str(e), e.exit_code)
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+            _fail(f"{e.filename}: {e.strerror}", 1)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+    return wrapper
+
+
+def _rich_progress(it, total: int, label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(label, total=total)
+        for x in it:
+            yield x
+            bar.advance(task)
+
+
+def _protocol(delimiter, session_col, item_col, time_col, date_col, test_days, valid_fraction):
+    from .data import ClickLogProtocol
+
+    return ClickLogProtocol(delimiter=delimiter, session_col=session_col, item_col=item_col,
+                            time_col=time_col, date_col=date_col, test_days=test_days,
+                            valid_fraction=valid_fraction)
+
+
+DataOpt = typer.Option(..., "--data", help="Preprocessed folder (train_sessions.txt, test_samples.txt) or raw click-log CSV.")
+DelimiterOpt = typer.Option(None, help="CSV delimiter (default: sniffed from the header).")
+SessionColOpt = typer.Option(None, help="Session id column (default: session_id, sessionId, ...).")
+ItemColOpt = typer.Option(None, help="Item id column (default: item_id, itemId, ...).")
+TimeColOpt = typer.Option(None, help="Column ordering clicks in a session (default: timeframe, timestamp, ...).")
+DateColOpt = typer.Option(None, help="Column dating a session for the time split (default: eventdate/date if present).")
+TestDaysOpt = typer.Option(7, help="Raw logs: sessions of the last N days form the test set.")
+ValidOpt = typer.Option(0.1, help="Fraction of training sessions (the latest) held out for model selection.")
+
+
+@app.command()
+@one_line_errors
+def train(
+    data: Path = DataOpt,
+    out: Path = typer.Option(..., "--out", help="Checkpoint file to write (atomically)."),
+    epochs: int = typer.Option(10, min=1, help="Maximum epochs (early stopping on validation HR@10)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    seed: int = typer.Option(0, help="Random seed."),
+    batch_size: int = typer.Option(128, min=1),
+    lr: float = typer.Option(1e-3),
+    patience: int = typer.Option(2, min=1, help="Epochs without validation gain before stopping."),
+    dim: int = typer.Option(128, min=8, help="Embedding dimension d."),
+    heads: int = typer.Option(1, min=1),
+    layers: int = typer.Option(1, min=1),
+    max_len: int = typer.Option(50, min=1, help="Maximum session length seen by the encoder."),
+    dropout: float = typer.Option(0.5, min=0.0, max=0.95),
+    delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
+    item_col: Optional[str] = ItemColOpt, time_col: Optional[str] = TimeColOpt,
+    date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
+):
+    """Train the uncompressed SASRec teacher and write a checkpoint."""
+    from .checkpoint import save_checkpoint
+    from .data import load_sessions
+    from .metrics import format_table
+    from .train import TrainConfig, resolve_device, train_teacher
+
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
+                      device=resolve_device(device))
+    sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
+                                             test_days, valid_fraction))
+    typer.echo(f"data: {json.dumps(sessions.report)}")
+    enc = {"dim": dim, "heads": heads, "layers": layers, "max_len": max_len, "dropout": dropout}
+    _, ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo)
+    sha = save_checkpoint(ckpt, out)
+    if "test_metrics" in ckpt.provenance:
+        typer.echo("test metrics (best validation epoch):\n" + format_table(ckpt.provenance["test_metrics"]))
+    typer.echo(f"wrote {out} (sha256 {sha[:16]}…)")
+
+
+@app.command("eval")
+@one_line_errors
+def eval_cmd(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint to evaluate."),
+    data: Path = DataOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (fractions)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
+    item_col: Optional[str] = ItemColOpt, time_col: Optional[str] = TimeColOpt,
+    date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
+):
+    """Evaluate a checkpoint on the test samples of --data (HR/NDCG/MRR @5/10/20, full item set)."""
+    from .checkpoint import load_checkpoint
+    from .data import Vocabulary, load_sessions
+    from .errors import DataError
+    from .evaluate import evaluate_model, remap_samples
+    from .metrics import format_table
+    from .models.registry import model_from_checkpoint
+    from .train import resolve_device
+
+    checkpoint = load_checkpoint(ckpt)
+    model = model_from_checkpoint(checkpoint, str(ckpt)).to(resolve_device(device))
+    sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
+                                             test_days, valid_fraction))
+    samples, skipped = remap_samples(sessions.test_samples, sessions.vocab, Vocabulary(checkpoint.vocab))
+    if not samples:
+        raise DataError(f"{data}: no test sample whose items the checkpoint knows")
+    metrics = evaluate_model(model, samples, max_len=model.encoder.cfg.max_len, device=device)
+    metrics["skipped_unknown_items"] = skipped
+    if as_json:
+        typer.echo(json.dumps(metrics, sort_keys=True))
+    else:
+        typer.echo(format_table(metrics))
+        if skipped:
+            typer.echo(f"skipped {skipped} samples with items unknown to the checkpoint")
+
+
+def main() -> None:  # pragma: no cover - entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

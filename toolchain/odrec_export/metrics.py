@@ -1,0 +1,67 @@
+"""HR@K, NDCG@K and MRR@K over the full item set.
+
+A sample's rank is the number of items scored strictly higher than its target (0-based), so a tie
+never pushes the target down. HR@K counts rank < K; NDCG@K adds 1/log2(rank + 2); MRR@K adds
+1/(rank + 1). Each sample is counted once.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+DEFAULT_KS = (5, 10, 20)
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each target among all columns of ``scores`` (B × items)."""
+    target_scores = scores.gather(1, targets.view(-1, 1))
+    return (scores > target_scores).sum(dim=1)
+
+
+class RankingMetrics:
+    """Accumulates ranks batch by batch; ``result()`` gives fractions keyed like ``HR@10``."""
+
+    def __init__(self, ks: Sequence[int] = DEFAULT_KS):
+        self.ks = tuple(ks)
+        self._ranks: list[np.ndarray] = []
+
+    def add_ranks(self, ranks) -> None:
+        self._ranks.append(np.asarray(ranks, dtype=np.int64).reshape(-1))
+
+    def add_scores(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
+        self.add_ranks(target_ranks(scores, targets).cpu().numpy())
+
+    @property
+    def count(self) -> int:
+        return int(sum(len(r) for r in self._ranks))
+
+    def result(self) -> dict[str, float]:
+        return metrics_from_ranks(np.concatenate(self._ranks) if self._ranks else np.zeros(0), self.ks)
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    if len(ranks) == 0:
+        raise ValueError("no samples to evaluate")
+    ranks = np.asarray(ranks, dtype=np.float64)
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = ranks < k
+        out[f"HR@{k}"] = float(hit.mean())
+        out[f"NDCG@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2), 0.0).mean())
+        out[f"MRR@{k}"] = float(np.where(hit, 1.0 / (ranks + 1), 0.0).mean())
+    out["samples"] = int(len(ranks))
+    return out
+
+
+def format_table(metrics: dict[str, float], ks: Sequence[int] = DEFAULT_KS) -> str:
+    """A small text table in percent, one row per K."""
+    lines = [f"{'K':>4} {'HR':>8} {'NDCG':>8} {'MRR':>8}"]
+    for k in ks:
+        lines.append(f"{k:>4} {100 * metrics[f'HR@{k}']:>8.2f} {100 * metrics[f'NDCG@{k}']:>8.2f} "
+                     f"{100 * metrics[f'MRR@{k}']:>8.2f}")
+    if "samples" in metrics:
+        lines.append(f"({metrics['samples']} samples, values in %)")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Neural modules: the session encoder and the ways items become vectors."""

@@ -1,0 +1,107 @@
+"""The SASRec session encoder of the EODRec paper, shared by teacher and students.
+
+Item vectors come from outside (an item table); this module adds learned positions, runs one or
+more post-LN Transformer blocks under a causal + padding mask and reads the session out with soft
+attention: with h_t the block outputs and h̄ their mean over real items,
+β_t = wᵀ σ(W1 h_t + W2 h̄) and s = Σ_t β_t h_t.
+
+Sessions are left-padded (the most recent item last). Positions count back from the most recent
+item, so a session gets the same positions whatever padded length it arrives in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class EncoderConfig:
+    num_items: int
+    dim: int = 128
+    heads: int = 1
+    layers: int = 1
+    max_len: int = 50
+    dropout: float = 0.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        if cfg.dim % cfg.heads:
+            raise ValueError(f"dim {cfg.dim} is not divisible by heads {cfg.heads}")
+        self.heads = cfg.heads
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
+        self.proj = nn.Linear(cfg.dim, cfg.dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)
+        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(d // self.heads)
+        att = att.masked_fill(~allowed.unsqueeze(1), float("-inf"))
+        att = self.dropout(torch.softmax(att, dim=-1))
+        return self.proj((att @ v).transpose(1, 2).reshape(b, t, d))
+
+
+class Block(nn.Module):
+    """Post-LN Transformer block: x = LN(x + attn(x)); x = LN(x + FFN(x))."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.attn = SelfAttention(cfg)
+        self.ln1 = nn.LayerNorm(cfg.dim)
+        self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim))
+        self.ln2 = nn.LayerNorm(cfg.dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = self.ln1(x + self.dropout(self.attn(x, allowed)))
+        return self.ln2(x + self.dropout(self.ffn(x)))
+
+
+class SoftAttentionReadout(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.w1 = nn.Linear(dim, dim, bias=False)
+        self.w2 = nn.Linear(dim, dim)
+        self.w = nn.Linear(dim, 1, bias=False)
+
+    def forward(self, h: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        realf = real.unsqueeze(-1).to(h.dtype)
+        mean = (h * realf).sum(1) / realf.sum(1).clamp(min=1.0)
+        beta = self.w(torch.sigmoid(self.w1(h) + self.w2(mean).unsqueeze(1))) * realf
+        return (beta * h).sum(1)
+
+
+class SessionEncoder(nn.Module):
+    """(item vectors B×L×d, item ids B×L) → session vectors B×d."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.pos = nn.Embedding(cfg.max_len, cfg.dim)
+        self.ln = nn.LayerNorm(cfg.dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.readout = SoftAttentionReadout(cfg.dim)
+
+    def forward(self, item_vectors: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        t = ids.shape[1]
+        real = ids != 0
+        back = torch.arange(t - 1, -1, -1, device=ids.device)  # 0 = most recent slot
+        x = self.dropout(self.ln(item_vectors + self.pos(back).unsqueeze(0)))
+        causal = torch.ones(t, t, dtype=torch.bool, device=ids.device).tril()
+        # A padding query may still see itself, so no attention row is empty (no NaN).
+        allowed = causal & (real.unsqueeze(1) | torch.eye(t, dtype=torch.bool, device=ids.device))
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.readout(x, real)

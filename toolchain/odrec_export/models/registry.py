@@ -1,0 +1,42 @@
+"""Build a recommender from a plain config dict, and from a checkpoint.
+
+A model config is ``{"encoder": {...EncoderConfig...}, "compressor": NAME, "items": {...}}``;
+each compressor registers a constructor ``(num_items, dim, **items_config) -> ItemTable``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..checkpoint import Checkpoint
+from ..errors import CheckpointError, UsageError
+from .encoder import EncoderConfig, SessionEncoder
+from .item_tables import FullItemTable, ItemTable
+from .recommender import SessionRecommender
+
+ITEM_TABLES: dict[str, Callable[..., ItemTable]] = {"none": FullItemTable}
+
+
+def register_item_table(name: str, constructor: Callable[..., ItemTable]) -> None:
+    ITEM_TABLES[name] = constructor
+
+
+def build_model(config: dict) -> SessionRecommender:
+    enc = EncoderConfig(**config["encoder"])
+    name = config.get("compressor", "none")
+    if name not in ITEM_TABLES:
+        raise UsageError(f"unknown compressor '{name}' (known: {', '.join(sorted(ITEM_TABLES))})")
+    items = ITEM_TABLES[name](enc.num_items, enc.dim, **config.get("items", {}))
+    return SessionRecommender(items, SessionEncoder(enc))
+
+
+def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint") -> SessionRecommender:
+    try:
+        model = build_model(ckpt.config)
+        model.load_state_dict(ckpt.state_dict, strict=True)
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{source}: weights do not match the model config: {first[:200]}") from None
+    if len(ckpt.vocab) != model.num_items:
+        raise CheckpointError(f"{source}: vocabulary has {len(ckpt.vocab)} items, model {model.num_items}")
+    return model.eval()

@@ -1,0 +1,150 @@
+"""Teacher training: full-softmax cross-entropy, validation-based model selection.
+
+The test set is never looked at while training: the best epoch is chosen on the validation
+samples carved from the training sessions, and the test metrics are computed once at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import Checkpoint
+from .data import SessionData, pad_batch
+from .errors import UsageError
+from .evaluate import evaluate_model
+from .models.encoder import EncoderConfig
+from .models.recommender import SessionRecommender
+from .models.registry import build_model
+
+Progress = Callable[[Iterable, int, str], Iterable]
+
+
+def no_progress(it: Iterable, total: int, label: str) -> Iterable:
+    return it
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 2  # epochs without validation HR@10 gain before stopping
+    seed: int = 0
+    device: str = "cpu"
+    eval_batch_size: int = 512
+
+
+def resolve_device(name: str) -> str:
+    if name not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device '{name}' (use cpu or cuda)")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda requested but no CUDA device is available")
+    return name
+
+
+class SampleBatches:
+    """Training prefixes, padded once, served as shuffled mini-batches."""
+
+    def __init__(self, data: SessionData, max_len: int):
+        samples = data.train_samples()
+        self.ids = torch.from_numpy(pad_batch([p for p, _ in samples], max_len))
+        self.targets = torch.tensor([t for _, t in samples], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def batches(self, batch_size: int, generator: torch.Generator):
+        order = torch.randperm(len(self), generator=generator)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            yield self.ids[idx], self.targets[idx]
+
+
+def environment() -> dict:
+    return {"torch": str(torch.__version__), "numpy": np.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "threads": torch.get_num_threads()}
+
+
+def fit(model: SessionRecommender, data: SessionData, cfg: TrainConfig, step_loss, *,
+        progress: Progress = no_progress, log: Callable[[str], None] = print) -> dict:
+    """Generic loop: ``step_loss(model, ids, targets) -> loss``; keeps the best validation state.
+
+    Returns the training history (per-epoch loss and validation metrics, best epoch).
+    """
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    batches = SampleBatches(data, model.encoder.cfg.max_len)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history, best, best_state, best_epoch, stale = [], float("-inf"), None, 0, 0
+    n_batches = (len(batches) + cfg.batch_size - 1) // cfg.batch_size
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        t0, total, seen = time.time(), 0.0, 0
+        for ids, targets in progress(batches.batches(cfg.batch_size, gen), n_batches, f"epoch {epoch}"):
+            ids, targets = ids.to(device), targets.to(device)
+            loss = step_loss(model, ids, targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(targets)
+            seen += len(targets)
+        val = (evaluate_model(model, data.valid_samples, max_len=model.encoder.cfg.max_len,
+                              batch_size=cfg.eval_batch_size, device=device)
+               if data.valid_samples else {})
+        score = val.get("HR@10", -epoch)  # without validation data the last epoch wins
+        history.append({"epoch": epoch, "loss": total / max(seen, 1), "seconds": time.time() - t0,
+                        "valid": val})
+        log(f"epoch {epoch}: loss {total / max(seen, 1):.4f}"
+            + (f", valid HR@10 {100 * val['HR@10']:.2f} NDCG@10 {100 * val['NDCG@10']:.2f}" if val else "")
+            + f" ({time.time() - t0:.0f}s)")
+        if score > best:
+            best, best_state, best_epoch, stale = score, copy.deepcopy(model.state_dict()), epoch, 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                log(f"early stop: no validation gain for {cfg.patience} epochs")
+                break
+    model.load_state_dict(best_state)
+    return {"epochs_run": len(history), "best_epoch": best_epoch, "history": history}
+
+
+def cross_entropy_loss(model: SessionRecommender, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model.scores(ids), targets)
+
+
+def train_teacher(data: SessionData, enc: dict, cfg: TrainConfig, *, progress: Progress = no_progress,
+                  log: Callable[[str], None] = print) -> tuple[SessionRecommender, Checkpoint]:
+    """Train the uncompressed SASRec teacher; returns the model and its checkpoint (not yet saved)."""
+    model_config = {"encoder": EncoderConfig(num_items=data.num_items, **enc).to_dict(),
+                    "compressor": "none", "items": {}}
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_config)
+    t0 = time.time()
+    history = fit(model, data, cfg, cross_entropy_loss, progress=progress, log=log)
+    wall = time.time() - t0
+    model.cpu().eval()
+    provenance = training_provenance(data, cfg, history, wall)
+    if data.test_samples:
+        provenance["test_metrics"] = evaluate_model(model, data.test_samples,
+                                                    max_len=model.encoder.cfg.max_len)
+    return model, Checkpoint("teacher", model_config, list(data.vocab.raw_ids),
+                             model.state_dict(), provenance)
+
+
+def training_provenance(data: SessionData, cfg: TrainConfig, history: dict, wall: float) -> dict:
+    return {"data_source": data.source, "data_sha256": data.data_sha256, "data_report": data.report,
+            "train": asdict(cfg), "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
+            "history": history["history"], "wall_seconds": round(wall, 1), "environment": environment(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
