@@ -1,0 +1,49 @@
+"""Compositional codes: item v has a code (c_1..c_M), c_m in 0..K-1, and its vector is the sum of
+its codewords, e_v = Σ_m E_m[c_m]. The padding item (index 0) is the zero vector.
+
+Codes are a frozen buffer stored as the smallest unsigned integer type that holds K; only the
+codebooks (M × K × d) are trained.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .item_tables import ItemTable
+
+
+def code_dtype(k: int) -> torch.dtype:
+    if k <= 256:
+        return torch.uint8
+    if k <= 65536:
+        return torch.uint16
+    raise ValueError(f"K={k} needs more than 16 bits per code")
+
+
+class CodesItemTable(ItemTable):
+    def __init__(self, num_items: int, dim: int, m: int = 4, k: int = 256):
+        super().__init__()
+        self.num_items, self.dim, self.m, self.k = num_items, dim, m, k
+        self.codebooks = nn.Parameter(torch.empty(m, k, dim))
+        nn.init.normal_(self.codebooks, std=(dim * m) ** -0.5)
+        self.register_buffer("codes", torch.zeros(num_items + 1, m, dtype=code_dtype(k)))
+
+    def set_codes(self, codes: torch.Tensor) -> None:
+        """codes: (N+1) × M integers in 0..K-1; row 0 (padding) is ignored."""
+        if codes.shape != self.codes.shape:
+            raise ValueError(f"codes must be {tuple(self.codes.shape)}, got {tuple(codes.shape)}")
+        if codes.min() < 0 or codes.max() >= self.k:
+            raise ValueError(f"codes must lie in 0..{self.k - 1}")
+        self.codes.copy_(codes.to(self.codes.dtype))
+
+    def _compose(self, codes: torch.Tensor) -> torch.Tensor:
+        idx = codes.long()  # (..., M)
+        return sum(self.codebooks[m][idx[..., m]] for m in range(self.m))
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._compose(self.codes[ids]) * (ids != 0).unsqueeze(-1)
+
+    def table(self) -> torch.Tensor:
+        t = self._compose(self.codes)
+        return torch.cat([torch.zeros_like(t[:1]), t[1:]])
