@@ -34,3 +34,13 @@ demo: $(VENV)/.installed
 
 clean:
 	rm -rf build
+
+# Android demo (see docs/android.md): tools are fetched into ignored caches with pinned sha256.
+ARTIFACT ?= $(DEMO)/artifact
+ABIS     ?= arm64-v8a
+.PHONY: apk android-test
+apk: $(VENV)/.installed
+	bash android_demo/build_apk.sh "$(ARTIFACT)" "$(ABIS)"
+
+android-test: $(VENV)/.installed
+	bash android_demo/jvm_test.sh "$(ARTIFACT)"

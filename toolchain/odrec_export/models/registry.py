@@ -10,11 +10,12 @@ from typing import Callable
 
 from ..checkpoint import Checkpoint
 from ..errors import CheckpointError, UsageError
+from .codes import CodesItemTable
 from .encoder import EncoderConfig, SessionEncoder
 from .item_tables import FullItemTable, ItemTable
 from .recommender import SessionRecommender
 
-ITEM_TABLES: dict[str, Callable[..., ItemTable]] = {"none": FullItemTable}
+ITEM_TABLES: dict[str, Callable[..., ItemTable]] = {"none": FullItemTable, "codes": CodesItemTable}
 
 
 def register_item_table(name: str, constructor: Callable[..., ItemTable]) -> None:
