@@ -145,10 +145,11 @@ def read_preprocessed(folder: Path, valid_fraction: float = 0.1) -> SessionData:
     if not train_path.is_file():
         raise DataError(f"{folder}: no train_sessions.txt (expected a preprocessed session folder)")
     sessions: list[list[int]] = []
-    skipped_short = 0
+    skipped_short, max_id = 0, 0
     with open(train_path) as f:
         for no, line in enumerate(f, 1):
             ids = _parse_ids(line, train_path, no)
+            max_id = max([max_id] + ids)
             if len(ids) >= 2:
                 sessions.append(ids)
             elif ids:
@@ -168,7 +169,7 @@ def read_preprocessed(folder: Path, valid_fraction: float = 0.1) -> SessionData:
                 test.append((_parse_ids(prefix, test_path, no), t[0]))
     if not sessions:
         raise DataError(f"{train_path}: no session with at least two items")
-    num_items = max(max(max(s) for s in sessions), max((max(p + [t]) for p, t in test), default=0))
+    num_items = max(max_id, max((max(p + [t]) for p, t in test), default=0))
     train, valid = split_validation(sessions, valid_fraction)
     files = [train_path] + ([test_path] if test_path.is_file() else [])
     return SessionData(
