@@ -1,0 +1,254 @@
+"""Bidirectional self-supervised knowledge distillation of a codes student (EODRec).
+
+The student starts from the learned codes and codebooks and the teacher's encoder weights. Per
+batch of training prefixes, with hot items = the top 20% by training frequency:
+
+    L = L_rec + L_mse + β·L_con + γ·L_soft
+
+* L_rec: the student's full-softmax cross-entropy, scored against its codes-only table;
+* L_mse: composed item vectors vs the teacher's item vectors (relative mean squared error);
+* L_con: each session splits into a hot and a cold sub-session, each read out by both models;
+  recombined views z_stu = proj([s_hot^stu; s_cold^tea]) and z_tea = proj([s_hot^tea; s_cold^stu])
+  of the same session are positives in an InfoNCE (cosine, τ=0.2, in-batch negatives);
+* L_soft: KL(teacher ‖ student) over all items.
+
+Embedding mix-up: during training the student's *input* item vectors are
+e' = η·x_teacher + (1−η)·e_code, with η decaying linearly to 0 by the last epoch, so that the final
+epochs train exactly what is evaluated. Scoring always uses the codes-only table, and validation
+(model selection) and test evaluation see the student alone.
+
+``bidirectional=True`` also trains the teacher: its own cross-entropy plus γ·KL(student ‖ teacher)
+and the (symmetric) contrastive term. ``bidirectional=False`` runs the teacher frozen, in eval mode.
+The teacher's item table is never written into the student's checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoint import Checkpoint
+from .data import SessionData
+from .errors import UsageError
+from .evaluate import evaluate_model
+from .models.codes import CodesItemTable
+from .models.recommender import SessionRecommender
+from .models.registry import build_model
+from .train import Progress, SampleBatches, TrainConfig, environment, no_progress, resolve_device
+
+
+@dataclass
+class DistillConfig:
+    beta: float = 0.01  # contrastive weight (paper: Tmall 0.01, RetailRocket 0.5)
+    gamma: float = 0.3  # soft-target weight
+    eta: float = 0.7  # initial mix-up share of the teacher's item vectors (decays to 0)
+    tau: float = 0.2  # InfoNCE temperature
+    hot_fraction: float = 0.2
+    bidirectional: bool = True
+    teacher_lr: float | None = None  # None: same as the student's lr
+
+
+def build_student(teacher: SessionRecommender, codes: torch.Tensor, codebooks: torch.Tensor) -> tuple[SessionRecommender, dict]:
+    """A codes student with the teacher's encoder weights; returns (model, model config)."""
+    m, k, _ = codebooks.shape
+    config = {"encoder": teacher.encoder.cfg.to_dict(), "compressor": "codes", "items": {"m": m, "k": k}}
+    student = build_model(config)
+    student.items.set_codes(codes)
+    with torch.no_grad():
+        student.items.codebooks.copy_(codebooks)
+    student.encoder.load_state_dict(teacher.encoder.state_dict())
+    return student, config
+
+
+def hot_items(data: SessionData, fraction: float) -> torch.Tensor:
+    """Boolean mask over indices 0..N: the top ``fraction`` of items by training clicks."""
+    counts = data.item_counts()
+    n_hot = max(1, int(round(fraction * data.num_items)))
+    order = np.argsort(-counts[1:], kind="stable")[:n_hot] + 1
+    mask = torch.zeros(data.num_items + 1, dtype=torch.bool)
+    mask[torch.from_numpy(order)] = True
+    return mask
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
+    """Symmetric InfoNCE with cosine similarity: row i of a and row i of b are the positives."""
+    logits = F.normalize(a, dim=1, eps=1e-8) @ F.normalize(b, dim=1, eps=1e-8).t() / tau
+    labels = torch.arange(len(a), device=a.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+def kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) over all items (column 0, padding, excluded), mean over the batch."""
+    lp, lq = F.log_softmax(p_logits[:, 1:], dim=1), F.log_softmax(q_logits[:, 1:], dim=1)
+    return (lp.exp() * (lp - lq)).sum(1).mean()
+
+
+class Distiller(nn.Module):
+    """Holds teacher, student and the recombination projection; ``loss`` is one training step's loss."""
+
+    def __init__(self, teacher: SessionRecommender, student: SessionRecommender, hot: torch.Tensor,
+                 cfg: DistillConfig):
+        super().__init__()
+        self.teacher, self.student, self.cfg = teacher, student, cfg
+        d = student.encoder.cfg.dim
+        self.proj = nn.Linear(2 * d, d)
+        self.register_buffer("hot", hot)
+        self.eta = cfg.eta
+
+    def _scores(self, model: SessionRecommender, session: torch.Tensor) -> torch.Tensor:
+        logits = session @ model.items.table().t()
+        return logits.masked_fill(torch.arange(logits.shape[1], device=logits.device) == 0, float("-inf"))
+
+    def loss(self, ids: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        cfg, t, s = self.cfg, self.teacher, self.student
+        hot_ids = ids * self.hot[ids]
+        cold_ids = ids * ~self.hot[ids]
+        with torch.set_grad_enabled(cfg.bidirectional and torch.is_grad_enabled()):
+            t_vecs = t.items.lookup(ids)
+            t_sess = t.encoder(t_vecs, ids)
+            t_hot, t_cold = t.session_vectors(hot_ids), t.session_vectors(cold_ids)
+            t_logits = self._scores(t, t_sess)
+
+        def s_encode(sub_ids):  # mix-up of the input vectors only; the teacher side is a fixed target
+            mixed = self.eta * t.items.lookup(sub_ids).detach() + (1 - self.eta) * s.items.lookup(sub_ids)
+            return s.encoder(mixed, sub_ids)
+
+        s_sess, s_hot, s_cold = s_encode(ids), s_encode(hot_ids), s_encode(cold_ids)
+        s_logits = self._scores(s, s_sess)
+
+        l_rec = F.cross_entropy(s_logits, targets)
+        t_table = t.items.table()[1:].detach()
+        l_mse = (s.items.table()[1:] - t_table).pow(2).mean() / t_table.pow(2).mean()
+        l_con = info_nce(self.proj(torch.cat([s_hot, t_cold], 1)), self.proj(torch.cat([t_hot, s_cold], 1)), cfg.tau)
+        l_soft = kl(t_logits.detach(), s_logits)
+        total = l_rec + l_mse + cfg.beta * l_con + cfg.gamma * l_soft
+        parts = {"rec": l_rec.item(), "mse": l_mse.item(), "con": l_con.item(), "soft": l_soft.item()}
+        if cfg.bidirectional:
+            t_rec = F.cross_entropy(t_logits, targets)
+            t_soft = kl(s_logits.detach(), t_logits)
+            total = total + t_rec + cfg.gamma * t_soft
+            parts.update({"teacher_rec": t_rec.item(), "teacher_soft": t_soft.item()})
+        return total, parts
+
+
+def distill(teacher: SessionRecommender, student: SessionRecommender, data: SessionData,
+            train_cfg: TrainConfig, cfg: DistillConfig, *, progress: Progress = no_progress,
+            log: Callable[[str], None] = print) -> dict:
+    """Train the student (and, when bidirectional, the teacher); keeps the student state with the best
+    validation HR@10 (codes only). Returns the history."""
+    device = resolve_device(train_cfg.device)
+    torch.manual_seed(train_cfg.seed)
+    distiller = Distiller(teacher, student, hot_items(data, cfg.hot_fraction), cfg).to(device)
+    groups = [{"params": list(student.parameters()) + list(distiller.proj.parameters()), "lr": train_cfg.lr}]
+    if cfg.bidirectional:
+        groups.append({"params": list(teacher.parameters()), "lr": cfg.teacher_lr or train_cfg.lr})
+    else:
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    opt = torch.optim.Adam(groups, weight_decay=train_cfg.weight_decay)
+    batches = SampleBatches(data, student.encoder.cfg.max_len)
+    gen = torch.Generator().manual_seed(train_cfg.seed)
+    n_batches = (len(batches) + train_cfg.batch_size - 1) // train_cfg.batch_size
+    max_len = student.encoder.cfg.max_len
+    history, best, best_state, best_epoch, stale = [], float("-inf"), None, 0, 0
+    for epoch in range(1, train_cfg.epochs + 1):
+        distiller.eta = cfg.eta * (1 - (epoch - 1) / max(1, train_cfg.epochs - 1))
+        student.train()
+        teacher.train(cfg.bidirectional)
+        t0, sums, seen = time.time(), {}, 0
+        for ids, targets in progress(batches.batches(train_cfg.batch_size, gen), n_batches, f"distil {epoch}"):
+            ids, targets = ids.to(device), targets.to(device)
+            loss, parts = distiller.loss(ids, targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for key, v in parts.items():
+                sums[key] = sums.get(key, 0.0) + v * len(targets)
+            seen += len(targets)
+        means = {key: v / max(seen, 1) for key, v in sums.items()}
+        val = (evaluate_model(student, data.valid_samples, max_len=max_len, batch_size=train_cfg.eval_batch_size,
+                              device=device) if data.valid_samples else {})
+        history.append({"epoch": epoch, "eta": distiller.eta, "losses": means, "seconds": time.time() - t0,
+                        "valid": val})
+        log(f"distil epoch {epoch} (eta {distiller.eta:.2f}): " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
+            + (f"; student valid HR@10 {100 * val['HR@10']:.2f} NDCG@10 {100 * val['NDCG@10']:.2f}" if val else "")
+            + f" ({time.time() - t0:.0f}s)")
+        score = val.get("HR@10", -epoch)
+        if score > best:
+            best, best_state, best_epoch, stale = score, copy.deepcopy(student.state_dict()), epoch, 0
+        else:
+            stale += 1
+            if stale >= train_cfg.patience:
+                log(f"early stop: no validation gain for {train_cfg.patience} epochs")
+                break
+    student.load_state_dict(best_state)
+    student.cpu().eval()
+    teacher.cpu().eval()
+    return {"epochs_run": len(history), "best_epoch": best_epoch, "history": history}
+
+
+def item_bytes(student: SessionRecommender) -> dict:
+    """The item representation as stored (codes + codebooks) against the fp32 N×d table."""
+    items = student.items
+    if not isinstance(items, CodesItemTable):
+        raise UsageError("item_bytes expects a codes student")
+    n, d, m, k = items.num_items, items.dim, items.m, items.k
+    stored = items.codes.numel() * items.codes.element_size() + items.codebooks.numel() * items.codebooks.element_size()
+    full = n * d * 4
+    return {"codes_bytes": items.codes.numel() * items.codes.element_size(),
+            "codebooks_bytes": items.codebooks.numel() * items.codebooks.element_size(),
+            "stored_bytes": stored, "fp32_table_bytes": full, "ratio_bytes": full / stored,
+            "paper_ratio": n * d / (m * k * d + m * n)}
+
+
+def check_no_full_table(state_dict: dict, num_items: int) -> None:
+    """A student checkpoint must not carry an N×d float table (the teacher's or a composed one)."""
+    for name, t in state_dict.items():
+        if t.is_floating_point() and t.dim() == 2 and t.shape[0] in (num_items, num_items + 1):
+            raise UsageError(f"student state holds a full item table '{name}' {tuple(t.shape)}")
+
+
+def student_checkpoint(student: SessionRecommender, config: dict, data: SessionData, teacher_info: dict,
+                       codes_report: dict, train_cfg: TrainConfig, cfg: DistillConfig, history: dict,
+                       wall: float) -> Checkpoint:
+    state = student.state_dict()
+    check_no_full_table(state, student.num_items)
+    provenance = {"data_source": data.source, "data_sha256": data.data_sha256, "data_report": data.report,
+                  "teacher": teacher_info, "code_learning": codes_report, "train": asdict(train_cfg),
+                  "distill": asdict(cfg), "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
+                  "history": history["history"], "wall_seconds": round(wall, 1), "item_bytes": item_bytes(student),
+                  "environment": environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if data.test_samples:
+        provenance["test_metrics"] = evaluate_model(student, data.test_samples, max_len=student.encoder.cfg.max_len)
+    return Checkpoint("student", config, list(data.vocab.raw_ids), state, provenance)
+
+
+def train_student(data: SessionData, teacher: SessionRecommender, teacher_info: dict, code_cfg,
+                  train_cfg: TrainConfig, cfg: DistillConfig, *, progress: Progress = no_progress,
+                  log: Callable[[str], None] = print) -> tuple[SessionRecommender, Checkpoint]:
+    """Learn codes from the teacher, distil, and return the student with its checkpoint (not yet saved).
+
+    ``teacher_info`` is the teacher's provenance to record (checkpoint hash, data hash, metrics).
+    """
+    from .code_learning import learn_codes
+
+    if teacher.num_items != data.num_items:
+        raise UsageError(f"teacher knows {teacher.num_items} items, the data {data.num_items}")
+    t0 = time.time()
+    learned = learn_codes(teacher, data, code_cfg, log=log)
+    student, config = build_student(teacher, learned["codes"], learned["codebooks"])
+    history = distill(teacher, student, data, train_cfg, cfg, progress=progress, log=log)
+    teacher_info = dict(teacher_info)
+    if cfg.bidirectional and data.test_samples:  # the teacher changed too: record what it became
+        teacher_info["test_metrics_after_distill"] = evaluate_model(teacher, data.test_samples,
+                                                                    max_len=teacher.encoder.cfg.max_len)
+    ckpt = student_checkpoint(student, config, data, teacher_info, learned["report"], train_cfg, cfg,
+                              history, time.time() - t0)
+    return student, ckpt
