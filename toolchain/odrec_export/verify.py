@@ -1,0 +1,555 @@
+"""``verify DIR``: prove that an artifact behaves like the model it was built from, here and on ARM64.
+
+Four checks, each reported per platform (see docs/parity.md for what "parity" means here):
+
+1. integrity: every file's size and sha256 against the manifest, the manifest in its canonical form,
+   items.txt, and the graph (loads, opset, IR version, input/output names and dtypes, tables);
+2. contract (x86-64): outputs of onnxruntime on this host have the contract's shape, ids in 1..N,
+   descending scores, no NaN, and the same answer twice;
+3. reference (x86-64): the PyTorch model from the checkpoint, with the same codebook quantisation,
+   against onnxruntime on this host;
+4. arm64 (one row per CPU model): onnxruntime's aarch64 build under qemu against x86-64.
+
+Parity rule (the same for 3 and 4): scores at every rank within ``SCORE_RTOL`` × max(1, |top score|)
+of the row, and top-k ids identical except where the scores involved tie within that tolerance.
+Inputs: real sessions (from ``--data``, or sampled from items.txt) plus edge cases.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import artifact as A
+from .errors import OdrecError
+
+SCORE_RTOL = 1e-4
+DEFAULT_SESSIONS = 200
+CHUNK_ROWS = 64  # rows per onnxruntime call: bounds the B × M × N score parts in memory
+PASS, FAIL, NOT_CHECKED = "pass", "fail", "not checked"
+
+
+class VerifyInputError(OdrecError):
+    """Input verify cannot use at all (no artifact, unreadable checkpoint or data): exit 2."""
+
+    exit_code = 2
+
+
+@dataclass
+class Check:
+    check: str  # integrity | contract | reference | arm64
+    platform: str
+    status: str = PASS
+    max_score_diff: float | None = None
+    topk: str | None = None  # e.g. "312/312 identical" or "310/312 identical, 2 tie swaps"
+    details: list[str] = field(default_factory=list)
+
+    def fail(self, message: str) -> None:
+        self.status = FAIL
+        self.details.append(message)
+
+
+@dataclass
+class Case:
+    """One batch given to the graph as is (padding, out-of-range ids and all)."""
+
+    name: str
+    ids: np.ndarray  # B × L int64
+
+
+@dataclass
+class Report:
+    artifact: str
+    checks: list[Check]
+    cases: list[Case]
+    tolerance: str
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(c.status == FAIL for c in self.checks) else 0
+
+    def to_json(self) -> dict:
+        grouped: dict = {}
+        for c in self.checks:
+            grouped.setdefault(c.check, {})[c.platform] = {k: v for k, v in asdict(c).items()
+                                                           if k not in ("check", "platform")}
+        return {"artifact": self.artifact, "passed": self.exit_code == 0, "exit_code": self.exit_code,
+                "tolerance": self.tolerance, "checks": grouped,
+                "inputs": [{"case": c.name, "rows": int(c.ids.shape[0]), "width": int(c.ids.shape[1])}
+                           for c in self.cases]}
+
+    def table(self) -> str:
+        rows = [("check", "platform", "max score diff", "top-k agreement", "result")]
+        for c in self.checks:
+            diff = "-" if c.max_score_diff is None else f"{c.max_score_diff:.2e}"
+            rows.append((c.check, c.platform, diff, c.topk or "-", c.status))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        for c in self.checks:
+            lines += [f"{c.check} [{c.platform}] {c.status}: {d}" for d in c.details]
+        n_rows = sum(int(c.ids.shape[0]) for c in self.cases)
+        lines.append(f"inputs: {n_rows} sessions in {len(self.cases)} batches "
+                     f"({', '.join(c.name for c in self.cases)}); tolerance: {self.tolerance}")
+        lines.append("verdict: " + ("PASS" if self.exit_code == 0 else "FAIL")
+                     + ("" if all(c.status != NOT_CHECKED for c in self.checks)
+                        else " (some checks were not run, see above)"))
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- 1. integrity
+
+
+def _manifest_field(manifest: dict, *names):
+    for n in names:
+        if n in manifest:
+            return manifest[n]
+    return None
+
+
+def check_integrity(folder: Path) -> tuple[Check, dict | None, object]:
+    """(check, manifest or None, loaded onnx model or None). Raises VerifyInputError for a non-artifact."""
+    import onnx
+
+    check = Check("integrity", "files + graph")
+    if not folder.is_dir():
+        raise VerifyInputError(f"{folder}: no such artifact directory")
+    if not (folder / A.MANIFEST_FILE).is_file():
+        raise VerifyInputError(f"{folder}: no {A.MANIFEST_FILE} (not an odrec-export artifact)")
+    try:
+        manifest = A.read_manifest(folder)
+    except A.ArtifactError as e:
+        check.fail(str(e))
+        return check, None, None
+    with tempfile.TemporaryDirectory() as tmp:  # the manifest must be exactly what the exporter writes
+        A.write_manifest(Path(tmp), manifest)
+        if (Path(tmp) / A.MANIFEST_FILE).read_bytes() != (folder / A.MANIFEST_FILE).read_bytes():
+            check.fail(f"{A.MANIFEST_FILE}: not in the form the exporter writes (edited or corrupted)")
+
+    files = manifest.get("files")
+    if not isinstance(files, dict) or A.MODEL_FILE not in files or A.ITEMS_FILE not in files:
+        check.fail(f"{A.MANIFEST_FILE}: field 'files' does not list {A.MODEL_FILE} and {A.ITEMS_FILE}")
+        files = files if isinstance(files, dict) else {}
+    for name, info in sorted(files.items()):
+        path = folder / name
+        if not path.is_file():
+            check.fail(f"{name}: listed in the manifest but missing")
+            continue
+        size = path.stat().st_size
+        if size != info.get("bytes"):
+            check.fail(f"{name}: bytes {size} != manifest {info.get('bytes')}")
+        if A.file_sha256(path) != info.get("sha256"):
+            check.fail(f"{name}: sha256 differs from the manifest")
+
+    num_items = manifest.get("num_items")
+    if (folder / A.ITEMS_FILE).is_file():
+        items = A.read_items(folder)
+        if len(items) != num_items:
+            check.fail(f"{A.ITEMS_FILE}: {len(items)} lines, manifest num_items is {num_items}")
+        if len(set(items)) != len(items):
+            check.fail(f"{A.ITEMS_FILE}: duplicate raw item ids")
+
+    model = None
+    model_path = folder / A.MODEL_FILE
+    if not model_path.is_file():
+        check.fail(f"{A.MODEL_FILE}: missing")
+        return check, manifest, None
+    try:
+        model = onnx.load(str(model_path))
+        onnx.checker.check_model(model)
+    except Exception as e:  # protobuf's DecodeError and onnx's ValidationError share no useful base
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        check.fail(f"{A.MODEL_FILE}: not a loadable ONNX graph (truncated or corrupted?): {first}")
+        return check, manifest, None
+    _check_graph(check, model, manifest)
+    return check, manifest, model
+
+
+def _check_graph(check: Check, model, manifest: dict) -> None:
+    from onnx import helper, numpy_helper
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if not A.MIN_OPSET <= (opset or 0) <= A.MAX_OPSET:
+        check.fail(f"{A.MODEL_FILE}: opset {opset} outside {A.MIN_OPSET}..{A.MAX_OPSET}")
+    m_opset = _manifest_field(manifest, "opset", "onnx_opset")
+    if m_opset is not None and m_opset != opset:
+        check.fail(f"{A.MODEL_FILE}: opset {opset} != manifest opset {m_opset}")
+    if model.ir_version > A.MAX_IR_VERSION:
+        check.fail(f"{A.MODEL_FILE}: IR version {model.ir_version} > {A.MAX_IR_VERSION}")
+    m_ir = _manifest_field(manifest, "ir_version", "onnx_ir_version")
+    if m_ir is not None and m_ir != model.ir_version:
+        check.fail(f"{A.MODEL_FILE}: IR version {model.ir_version} != manifest ir_version {m_ir}")
+
+    def described(values):
+        out = []
+        for v in values:
+            t = v.type.tensor_type
+            out.append({"name": v.name, "dtype": helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+                        "rank": len(t.shape.dim)})
+        return out
+
+    for role, got, want in (("input", described(model.graph.input), A.INPUTS),
+                            ("output", described(model.graph.output), A.OUTPUTS)):
+        want_plain = [{"name": w["name"], "dtype": w["dtype"], "rank": len(w["shape"])} for w in want]
+        if sorted(got, key=lambda x: x["name"]) != sorted(want_plain, key=lambda x: x["name"]):
+            check.fail(f"{A.MODEL_FILE}: {role}s {got} differ from the contract {want_plain}")
+        listed = _manifest_field(manifest, role + "s")
+        if isinstance(listed, list):
+            plain = [{"name": x.get("name"), "dtype": x.get("dtype")} for x in listed if isinstance(x, dict)]
+            if sorted(plain, key=str) != sorted(({"name": g["name"], "dtype": g["dtype"]} for g in got), key=str):
+                check.fail(f"{A.MODEL_FILE}: {role}s differ from manifest field '{role}s'")
+    seq = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
+    if any(d.dim_value for d in seq):
+        check.fail(f"{A.MODEL_FILE}: input axes must be dynamic, got {[d.dim_value or d.dim_param for d in seq]}")
+
+    inits = {t.name: t for t in model.graph.initializer}
+    num_items, top_k = manifest.get("num_items"), manifest.get("top_k")
+    k_dim = model.graph.output[0].type.tensor_type.shape.dim if model.graph.output else []
+    if len(k_dim) == 2 and k_dim[1].dim_value and k_dim[1].dim_value != top_k:
+        check.fail(f"{A.MODEL_FILE}: outputs give top {k_dim[1].dim_value}, manifest top_k is {top_k}")
+    if A.CODES in inits:
+        codes_shape = tuple(inits[A.CODES].dims)
+        if isinstance(num_items, int) and codes_shape[1:] != (num_items + 1,):
+            check.fail(f"{A.MODEL_FILE}: codes cover {codes_shape[1:]} items, manifest num_items is {num_items}")
+        books = numpy_helper.to_array(inits[A.CODEBOOKS]) if A.CODEBOOKS in inits else None
+        quant = quant_scheme(manifest)
+        if books is None:
+            check.fail(f"{A.MODEL_FILE}: no '{A.CODEBOOKS}' initializer next to the codes")
+        elif quant == "int8" and (books.dtype != np.int8 or A.CODEBOOK_SCALES not in inits):
+            check.fail(f"{A.MODEL_FILE}: manifest quantisation int8 but codebooks are {books.dtype}")
+        elif quant == "fp32" and books.dtype != np.float32:
+            check.fail(f"{A.MODEL_FILE}: manifest quantisation fp32 but codebooks are {books.dtype}")
+    elif A.ITEM_TABLE in inits and isinstance(num_items, int) and inits[A.ITEM_TABLE].dims[0] != num_items + 1:
+        check.fail(f"{A.MODEL_FILE}: item table has {inits[A.ITEM_TABLE].dims[0]} rows, manifest num_items is {num_items}")
+    try:
+        _session(model.SerializeToString())
+    except Exception as e:
+        check.fail(f"{A.MODEL_FILE}: onnxruntime refuses it: {str(e).strip().splitlines()[0][:160]}")
+
+
+def quant_scheme(manifest: dict) -> str | None:
+    q = _manifest_field(manifest, "quantisation", "quantization", "quant")
+    if isinstance(q, dict):
+        q = _manifest_field(q, "codebooks", "scheme", "name")
+    return q
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _left_pad(rows: list[list[int]], width: int | None = None) -> np.ndarray:
+    width = width or max(1, max(len(r) for r in rows))
+    out = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        if r:
+            out[i, width - len(r):] = r
+    return out
+
+
+def build_cases(num_items: int, max_len: int, real: list[list[int]], real_name: str) -> list[Case]:
+    """Real sessions in chunks, then every edge case of the contract."""
+    rng = np.random.default_rng(1)
+    n = num_items
+    cases = [Case(f"{real_name} [{i // CHUNK_ROWS + 1}]", _left_pad(real[i:i + CHUNK_ROWS]))
+             for i in range(0, len(real), CHUNK_ROWS)]
+
+    def some(count):
+        return rng.integers(1, n + 1, size=count).tolist()
+
+    cases.append(Case("length 1", _left_pad([[1], [n], *[[i] for i in some(6)]])))
+    cases.append(Case("batch of 1", _left_pad([real[0] if real else some(5)])))
+    cases.append(Case("max length", _left_pad([some(max_len) for _ in range(4)])))
+    cases.append(Case("over-long", _left_pad([some(2 * max_len + 7) for _ in range(4)])))
+    s = some(5)
+    cases.append(Case("padding anywhere", np.array([
+        [0] * 7 + s, s + [0] * 7, s[:2] + [0] * 7 + s[2:], [0, s[0], 0, s[1], 0, s[2], 0, s[3], 0, s[4], 0, 0]],
+        dtype=np.int64)))
+    big, small = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+    cases.append(Case("out-of-range ids", np.array([
+        [-1, s[0], n + 1, s[1], s[2]], [s[0], s[1], big, s[2], -7], [small, s[0], s[1], s[2], n + 1000],
+        [-1, -2, n + 1, big, small]], dtype=np.int64)))
+    cases.append(Case("all padding", np.zeros((2, max_len), dtype=np.int64)))
+    return cases
+
+
+def real_sessions(manifest: dict, items: list[str], data: Path | None, count: int) -> tuple[list[list[int]], str]:
+    """Session prefixes (artifact indices) from --data, or random sessions over items.txt."""
+    from .data import Vocabulary, load_sessions
+    from .evaluate import remap_samples
+
+    rng = np.random.default_rng(0)
+    num_items, max_len = len(items), int(manifest["max_session_length"])
+    if data is None:
+        lengths = rng.integers(1, max_len + 1, size=count)
+        return [rng.integers(1, num_items + 1, size=int(k)).tolist() for k in lengths], "sampled sessions"
+    try:
+        sessions = load_sessions(data)
+    except OdrecError as e:
+        raise VerifyInputError(f"--data: {e}") from None
+    samples = sessions.test_samples or sessions.valid_samples or sessions.train_samples()
+    try:
+        samples, _ = remap_samples(samples, sessions.vocab, Vocabulary(items))
+    except OdrecError as e:
+        raise VerifyInputError(f"--data: {e}") from None
+    if not samples:
+        raise VerifyInputError(f"--data {data}: no session whose items the artifact knows")
+    pick = rng.choice(len(samples), size=min(count, len(samples)), replace=False)
+    return [samples[i][0] for i in sorted(pick)], "real sessions"
+
+
+# --------------------------------------------------------------------------- running and comparing
+
+
+def _session(model_bytes: bytes):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def run_host(model_path: Path, cases: list[Case]) -> list[dict[str, np.ndarray]]:
+    sess = _session(model_path.read_bytes())
+    names = [o.name for o in sess.get_outputs()]
+    return [dict(zip(names, sess.run(None, {A.INPUT_NAME: c.ids}))) for c in cases]
+
+
+@dataclass
+class Agreement:
+    rows: int = 0
+    identical: int = 0
+    tie_swaps: int = 0
+    max_diff: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = f"{self.identical}/{self.rows} identical"
+        return text + (f", {self.tie_swaps} tie swaps" if self.tie_swaps else "")
+
+
+def compare(case: Case, ref_ids, ref_scores, ids, scores, agreement: Agreement, rtol: float = SCORE_RTOL) -> None:
+    """Accumulate the parity rule for one batch into ``agreement`` (see the module docstring)."""
+    if ids.shape != ref_ids.shape or scores.shape != ref_scores.shape:
+        agreement.problems.append(f"{case.name}: output shape {ids.shape} != {ref_ids.shape}")
+        return
+    for row in range(ids.shape[0]):
+        agreement.rows += 1
+        a, b, sa, sb = ref_ids[row], ids[row], ref_scores[row].astype(np.float64), scores[row].astype(np.float64)
+        if not (np.isfinite(sa).all() and np.isfinite(sb).all()):
+            agreement.problems.append(f"{case.name} row {row}: non-finite scores")
+            continue
+        tol = rtol * max(1.0, float(np.abs(sa).max()))
+        diff = float(np.abs(sa - sb).max())
+        agreement.max_diff = max(agreement.max_diff, diff)
+        if diff > tol:
+            j = int(np.abs(sa - sb).argmax())
+            agreement.problems.append(f"{case.name} row {row}: score at rank {j + 1} differs by {diff:.3g} "
+                                      f"(tolerance {tol:.3g})")
+            continue
+        if np.array_equal(a, b):
+            agreement.identical += 1
+            continue
+        pos_b = {int(v): j for j, v in enumerate(b)}
+        pos_a = {int(v): j for j, v in enumerate(a)}
+        bad = None
+        for j in np.flatnonzero(a != b):
+            for item, score, other_pos, other_scores in ((int(a[j]), sa[j], pos_b, sb), (int(b[j]), sb[j], pos_a, sa)):
+                # A differing id is fine only when it ties: at its rank on the other side, or at the
+                # cut-off (k-th score) when it fell out of the other side's top k.
+                where = other_pos.get(item, len(other_scores) - 1)
+                if abs(score - other_scores[where]) > tol:
+                    bad = (j, item)
+        if bad:
+            agreement.problems.append(f"{case.name} row {row}: rank {bad[0] + 1} holds item {bad[1]} on one "
+                                      f"side only, with no score tie within {tol:.3g}")
+        else:
+            agreement.tie_swaps += 1
+
+
+def check_contract(cases: list[Case], outputs: list[dict], again: dict, num_items: int, top_k: int,
+                   platform_name: str) -> Check:
+    check = Check("contract", platform_name)
+    for case, out in zip(cases, outputs):
+        ids, scores = out[A.OUTPUT_IDS], out[A.OUTPUT_SCORES]
+        want = (case.ids.shape[0], min(top_k, num_items))
+        if ids.dtype != np.int64 or scores.dtype != np.float32:
+            check.fail(f"{case.name}: dtypes {ids.dtype}/{scores.dtype}, contract int64/float32")
+        if ids.shape != want or scores.shape != want:
+            check.fail(f"{case.name}: output shape {ids.shape}, contract {want}")
+            continue
+        if ids.min() < 1 or ids.max() > num_items:
+            check.fail(f"{case.name}: top_ids outside 1..{num_items} ({ids.min()}..{ids.max()})")
+        if not np.isfinite(scores).all():
+            check.fail(f"{case.name}: NaN or infinite scores")
+        elif (np.diff(scores, axis=1) > 0).any():
+            check.fail(f"{case.name}: top_scores not descending")
+        if any(len(set(r.tolist())) != len(r) for r in ids):
+            check.fail(f"{case.name}: repeated ids within a row")
+    first = outputs[0]
+    if not all(np.array_equal(first[k], again[k]) for k in first):
+        check.fail(f"{cases[0].name}: two runs on the same input gave different outputs")
+    return check
+
+
+def _parity_check(name: str, platform_name: str, cases, reference: list[dict], outputs: list) -> Check:
+    check, agreement = Check(name, platform_name), Agreement()
+    for case, ref, out in zip(cases, reference, outputs):
+        if isinstance(out, str):
+            check.fail(f"{case.name}: {out}")
+            continue
+        compare(case, ref[A.OUTPUT_IDS], ref[A.OUTPUT_SCORES], out[A.OUTPUT_IDS], out[A.OUTPUT_SCORES], agreement)
+    check.max_score_diff, check.topk = agreement.max_diff, agreement.summary()
+    for p in agreement.problems[:10]:
+        check.fail(p)
+    if len(agreement.problems) > 10:
+        check.fail(f"... and {len(agreement.problems) - 10} more rows")
+    return check
+
+
+# --------------------------------------------------------------------------- 2. reference (PyTorch)
+
+
+def _reference_checkpoint(folder: Path, manifest: dict, ckpt: Path | None) -> tuple[Path | None, str | None]:
+    """(checkpoint path, or None with the reason it is not available)."""
+    info = _manifest_field(manifest, "checkpoint", "source_checkpoint")
+    want_sha = info.get("sha256") if isinstance(info, dict) else _manifest_field(manifest, "checkpoint_sha256")
+    if ckpt is not None:
+        if not Path(ckpt).is_file():
+            raise VerifyInputError(f"--ckpt {ckpt}: no such file")
+        if want_sha and A.file_sha256(ckpt) != want_sha:
+            raise VerifyInputError(f"--ckpt {ckpt}: not the checkpoint this artifact was built from "
+                                   f"(sha256 differs from the manifest's)")
+        return Path(ckpt), None
+    path = info.get("path") if isinstance(info, dict) else None
+    if not path:
+        return None, "no --ckpt given and the manifest names no checkpoint path"
+    candidates = [Path(path), folder / path]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        return None, f"no --ckpt given and the manifest's checkpoint {path} is not reachable"
+    if want_sha and A.file_sha256(found) != want_sha:
+        return None, f"the manifest's checkpoint {found} has changed since the build (sha256 differs)"
+    return found, None
+
+
+def reference_outputs(ckpt_path: Path, manifest: dict, items: list[str], cases: list[Case]) -> list[dict]:
+    """Top-k of the PyTorch model, with the artifact's codebook quantisation and input rules."""
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .data import pad_batch
+    from .models.registry import model_from_checkpoint
+
+    try:
+        ckpt = load_checkpoint(ckpt_path)
+        model = model_from_checkpoint(ckpt, str(ckpt_path))
+    except OdrecError as e:
+        raise VerifyInputError(str(e)) from None
+    if [str(v) for v in ckpt.vocab] != items:
+        bad = next((i for i, (a, b) in enumerate(zip(ckpt.vocab, items)) if str(a) != b), min(len(items), len(ckpt.vocab)))
+        raise _ItemsMismatch(f"{A.ITEMS_FILE}: line {bad + 1} does not match the checkpoint's vocabulary "
+                             f"({items[bad] if bad < len(items) else 'missing'!r} vs "
+                             f"{str(ckpt.vocab[bad]) if bad < len(ckpt.vocab) else 'missing'!r})")
+    quant = quant_scheme(manifest) or "fp32"
+    if hasattr(model.items, "codebooks") and quant != "fp32":
+        with torch.no_grad():
+            model.items.codebooks.copy_(quantised_codebooks(model.items.codebooks.detach(), quant))
+    n, max_len, k = model.num_items, model.encoder.cfg.max_len, min(int(manifest["top_k"]), model.num_items)
+    out = []
+    with torch.no_grad():
+        for case in cases:
+            rows = [[int(i) for i in r if 1 <= i <= n] for r in case.ids]
+            scores = model.scores(torch.from_numpy(pad_batch(rows, max_len)))[:, 1:]
+            top = torch.topk(scores, k, dim=1)
+            out.append({A.OUTPUT_IDS: (top.indices + 1).numpy(), A.OUTPUT_SCORES: top.values.numpy()})
+    return out
+
+
+class _ItemsMismatch(Exception):
+    pass
+
+
+def quantised_codebooks(books, quant: str):
+    """The codebooks (M × K × d tensor) after the exporter's quantisation round trip."""
+    import torch
+
+    from .export import _quantise_rows
+
+    if quant != "int8":
+        raise VerifyInputError(f"manifest quantisation {quant!r}: verify knows int8 and fp32")
+    m, k, d = books.shape
+    q, scale = _quantise_rows(books.reshape(m * k, d).float().numpy())
+    return torch.from_numpy((q.astype(np.float32) * scale[:, None]).reshape(m, k, d))
+
+
+# --------------------------------------------------------------------------- the whole verification
+
+
+def verify(folder: str | Path, ckpt: str | Path | None = None, data: str | Path | None = None,
+           arm: bool = True, arm_cache: str | Path | None = None, arm_cpus=None,
+           sessions: int = DEFAULT_SESSIONS, arm_mirror: str | None = None, log=lambda msg: None) -> Report:
+    import onnxruntime as ort
+
+    folder = Path(folder)
+    host = f"{platform.machine()} onnxruntime {ort.__version__}"
+    tolerance = f"|score diff| <= {SCORE_RTOL:g} x max(1, |top score of the row|); ids equal unless tied"
+    integrity, manifest, model = check_integrity(folder)
+    checks = [integrity]
+    if model is None:
+        return Report(str(folder), checks, [], tolerance)
+
+    items = A.read_items(folder)
+    num_items, max_len, top_k = len(items), int(manifest["max_session_length"]), int(manifest["top_k"])
+    real, real_name = real_sessions(manifest, items, Path(data) if data else None, sessions)
+    cases = build_cases(num_items, max_len, real, real_name)
+    model_path = folder / A.MODEL_FILE
+    log(f"verify: {sum(len(c.ids) for c in cases)} sessions in {len(cases)} batches on {host}")
+    x86 = run_host(model_path, cases)
+    checks.append(check_contract(cases, x86, run_host(model_path, cases[:1])[0], num_items, top_k, host))
+
+    ckpt_path, why_not = _reference_checkpoint(folder, manifest, Path(ckpt) if ckpt else None)
+    ref_platform = f"{host} vs PyTorch"
+    if ckpt_path is None:
+        checks.append(Check("reference", ref_platform, NOT_CHECKED, details=[why_not]))
+    else:
+        log(f"verify: PyTorch reference from {ckpt_path}")
+        try:
+            ref = reference_outputs(ckpt_path, manifest, items, cases)
+            checks.append(_parity_check("reference", ref_platform, cases, ref, x86))
+        except _ItemsMismatch as e:
+            checks.append(Check("reference", ref_platform, FAIL, details=[str(e)]))
+
+    if arm:
+        checks += _arm_checks(model_path, cases, x86, arm_cache, arm_cpus, arm_mirror, log)
+    return Report(str(folder), checks, cases, tolerance)
+
+
+def _arm_checks(model_path: Path, cases, x86, cache, cpus, mirror, log) -> list[Check]:
+    from . import arm_runtime as R
+
+    cpus = list(cpus or R.DEFAULT_CPUS)
+    try:
+        kwargs = {"mirror": mirror} if mirror else {}
+        runtime = R.provision(cache, log=log, **kwargs)
+    except R.ArmUnavailable as e:
+        return [Check("arm64", f"aarch64 {cpu} (qemu)", NOT_CHECKED, details=[str(e)]) for cpu in cpus]
+    checks = []
+    for cpu in cpus:
+        name = f"aarch64 {cpu} (qemu) vs x86"
+        log(f"verify: onnxruntime aarch64 on {cpu} (one emulated process, {len(cases)} batches)")
+        try:
+            run = runtime.run(cpu, [(model_path, {A.INPUT_NAME: c.ids}) for c in cases])
+        except (R.ArmRunError, R.ArmUnavailable) as e:
+            checks.append(Check("arm64", name, FAIL, details=[str(e)]))
+            continue
+        outs = [r.outputs if r.outputs is not None else f"onnxruntime aarch64 failed: {r.error}" for r in run.results]
+        check = _parity_check("arm64", name, cases, x86, outs)
+        if run.machine != "aarch64":
+            check.fail(f"guest reports machine {run.machine!r}, not aarch64")
+        checks.append(check)
+    return checks
