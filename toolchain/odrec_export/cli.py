@@ -143,6 +143,37 @@ def eval_cmd(
             typer.echo(f"skipped {skipped} samples with items unknown to the checkpoint")
 
 
+@app.command()
+@one_line_errors
+def verify(
+    folder: Path = typer.Argument(..., help="Artifact directory written by build."),
+    ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Checkpoint for the PyTorch reference "
+                                        "(default: the one the manifest names, when reachable)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Real sessions (folder or click log); "
+                                        "default: sessions sampled from items.txt."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object, a field per check and platform."),
+    arm: bool = typer.Option(True, "--arm/--no-arm", help="Also run onnxruntime aarch64 under qemu."),
+    arm_cache: Optional[Path] = typer.Option(None, "--arm-cache", help="ARM64 runtime cache dir "
+                                             "(default: .cache/arm64-ort-<ort>-<numpy>)."),
+    arm_cpu: Optional[list[str]] = typer.Option(None, "--arm-cpu", help="ARM CPU model, repeatable "
+                                                "(default: cortex-a72 and neoverse-n1)."),
+    sessions: int = typer.Option(200, min=1, help="How many real (or sampled) sessions to compare."),
+):
+    """Check an artifact: integrity, PyTorch reference parity, and parity on ARM64 (exit 0/1/2)."""
+    from .arm_runtime import CPU_MODELS
+    from .errors import UsageError
+    from .verify import verify as run_verify
+
+    unknown = [c for c in arm_cpu or [] if c not in CPU_MODELS]
+    if unknown:
+        raise UsageError(f"unknown --arm-cpu '{unknown[0]}' (known: {', '.join(CPU_MODELS)})")
+    log = (lambda msg: typer.echo(msg, err=True))
+    report = run_verify(folder, ckpt=ckpt, data=data, arm=arm, arm_cache=arm_cache, arm_cpus=arm_cpu,
+                        sessions=sessions, log=log)
+    typer.echo(json.dumps(report.to_json(), sort_keys=True) if as_json else report.table())
+    raise typer.Exit(report.exit_code)
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 
