@@ -39,14 +39,27 @@ def one_line_errors(fn):
 
 
 def _rich_progress(it, total: int, label: str):
+    if not sys.stderr.isatty():  # a log file gets a line every 10% instead of a bar
+        yield from _logged_progress(it, total, label)
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:
+                  TimeRemainingColumn(), transient=True) as bar:
         task = bar.add_task(label, total=total)
         for x in it:
             yield x
             bar.advance(task)
+
+
+def _logged_progress(it, total: int, label: str):
+    import time
+
+    start, step = time.time(), max(total // 10, 1)
+    for n, x in enumerate(it, 1):
+        yield x
+        if n % step == 0 and n < total:
+            typer.echo(f"  {label}: {n}/{total} batches, {time.time() - start:.0f}s", err=True)
 
 
 def _protocol(delimiter, session_col, item_col, time_col, date_col, test_days, valid_fraction):
@@ -83,23 +96,54 @@ def train(
     layers: int = typer.Option(1, min=1),
     max_len: int = typer.Option(50, min=1, help="Maximum session length seen by the encoder."),
     dropout: float = typer.Option(0.5, min=0.0, max=0.95),
+    compressor: str = typer.Option("none", help="none: the teacher; codes: a compositional-codes student."),
+    teacher: Optional[Path] = typer.Option(None, help="codes: distil from this teacher checkpoint "
+                                           "(default: train a teacher first)."),
+    m: int = typer.Option(4, min=1, help="codes: number of codebooks M."),
+    k: int = typer.Option(256, min=2, max=65536, help="codes: codewords per codebook K."),
+    beta: float = typer.Option(0.01, min=0.0, help="codes: weight of the contrastive loss."),
+    gamma: float = typer.Option(0.3, min=0.0, help="codes: weight of the soft-target KL."),
+    eta: float = typer.Option(0.7, min=0.0, max=1.0, help="codes: initial mix-up share of teacher vectors."),
+    bidirectional: bool = typer.Option(True, help="codes: also update the teacher from the student."),
+    code_steps: int = typer.Option(300, min=1, help="codes: code-learning steps (full item table each)."),
     delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
     item_col: Optional[str] = ItemColOpt, time_col: Optional[str] = TimeColOpt,
     date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
 ):
-    """Train the uncompressed SASRec teacher and write a checkpoint."""
+    """Train the uncompressed SASRec teacher (or, with --compressor codes, a student) and write a checkpoint."""
     from .checkpoint import save_checkpoint
     from .data import load_sessions
+    from .errors import UsageError
     from .metrics import format_table
     from .train import TrainConfig, resolve_device, train_teacher
 
+    if compressor not in ("none", "codes"):
+        raise UsageError(f"unknown compressor '{compressor}' for train (use none or codes)")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                       device=resolve_device(device))
     sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
                                              test_days, valid_fraction))
     typer.echo(f"data: {json.dumps(sessions.report)}")
     enc = {"dim": dim, "heads": heads, "layers": layers, "max_len": max_len, "dropout": dropout}
-    _, ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo)
+    if compressor == "none":
+        if teacher is not None:
+            raise UsageError("--teacher is only used with --compressor codes")
+        _, ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo)
+    else:
+        from .code_learning import CodeLearningConfig
+        from .distill import DistillConfig, load_teacher, teacher_provenance, train_student
+
+        if teacher is not None:
+            teacher_model, teacher_info = load_teacher(teacher, sessions)
+        else:
+            typer.echo("no --teacher: training the teacher first")
+            teacher_model, teacher_ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo)
+            teacher_info = teacher_provenance(teacher_ckpt)
+        code_cfg = CodeLearningConfig(m=m, k=k, steps=code_steps, seed=seed, device=cfg.device)
+        kd_cfg = DistillConfig(beta=beta, gamma=gamma, eta=eta, bidirectional=bidirectional)
+        _, ckpt = train_student(sessions, teacher_model, teacher_info, code_cfg, cfg, kd_cfg,
+                                progress=_rich_progress, log=typer.echo)
+        typer.echo(f"item representation: {json.dumps(ckpt.provenance['item_bytes'])}")
     sha = save_checkpoint(ckpt, out)
     if "test_metrics" in ckpt.provenance:
         typer.echo("test metrics (best validation epoch):\n" + format_table(ckpt.provenance["test_metrics"]))

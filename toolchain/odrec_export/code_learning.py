@@ -69,15 +69,18 @@ def compose(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
 
 
 def fit_codebooks(codes: torch.Tensor, table: torch.Tensor, k: int, ridge: float = 1e-3) -> torch.Tensor:
-    """Least-squares codebooks for fixed codes: min ‖A·E − table‖² with A the n×(M·K) one-hot matrix."""
+    """Least-squares codebooks for fixed codes: min ‖A·E − table‖² + ridge·‖E‖², A the n×(M·K) one-hot
+    matrix (built implicitly: AᵀA counts code pairs, Aᵀ·table sums item vectors per codeword)."""
     n, m = codes.shape
-    cols = (codes.long() + torch.arange(m, device=codes.device) * k).reshape(-1)
-    rows = torch.arange(n, device=codes.device).repeat_interleave(m)
-    a = torch.zeros(n, m * k, dtype=torch.float64, device=codes.device)
-    a[rows, cols] = 1.0
-    gram = a.t() @ a + ridge * torch.eye(m * k, dtype=torch.float64, device=codes.device)
-    sol = torch.linalg.solve(gram, a.t() @ table.double())
-    return sol.view(m, k, -1).to(table.dtype)
+    cols = codes.long() + torch.arange(m, device=codes.device) * k  # n × M column indices
+    gram = torch.zeros(m * k, m * k, dtype=torch.float64, device=codes.device)
+    pairs_i = cols.unsqueeze(2).expand(n, m, m).reshape(-1)
+    pairs_j = cols.unsqueeze(1).expand(n, m, m).reshape(-1)
+    gram.index_put_((pairs_i, pairs_j), torch.ones_like(pairs_i, dtype=torch.float64), accumulate=True)
+    gram += ridge * torch.eye(m * k, dtype=torch.float64, device=codes.device)
+    rhs = torch.zeros(m * k, table.shape[1], dtype=torch.float64, device=codes.device)
+    rhs.index_add_(0, cols.reshape(-1), table.double().repeat_interleave(m, dim=0))
+    return torch.linalg.solve(gram, rhs).view(m, k, -1).to(table.dtype)
 
 
 @torch.no_grad()
@@ -162,7 +165,8 @@ def learn_codes(teacher: SessionRecommender, data: SessionData, cfg: CodeLearnin
             log(f"codes step {step}/{cfg.steps}: relative mse {mse.item():.4f}, rec CE {rec.item():.3f}")
 
     codes = learner.codes(table)
-    codebooks = fit_codebooks(codes, table, cfg.k)
+    # The least-squares system has M·K unknowns per dimension; beyond a few thousand keep the learned books.
+    codebooks = fit_codebooks(codes, table, cfg.k) if cfg.m * cfg.k <= 8192 else learner.codebooks.detach()
     with torch.no_grad():
         final_mse = ((compose(codes, codebooks) - table).pow(2).mean() / scale).item()
         ref_ce = F.cross_entropy(sessions @ table.t(), targets).item()

@@ -252,3 +252,28 @@ def train_student(data: SessionData, teacher: SessionRecommender, teacher_info: 
     ckpt = student_checkpoint(student, config, data, teacher_info, learned["report"], train_cfg, cfg,
                               history, time.time() - t0)
     return student, ckpt
+
+
+def load_teacher(path, data: SessionData) -> tuple[SessionRecommender, dict]:
+    """A teacher checkpoint for ``data``: the model and the provenance a student records about it."""
+    from .checkpoint import file_sha256, load_checkpoint
+    from .data import Vocabulary
+    from .errors import CheckpointError
+    from .models.registry import model_from_checkpoint
+
+    ckpt = load_checkpoint(path)
+    if ckpt.kind != "teacher" or ckpt.config.get("compressor", "none") != "none":
+        raise CheckpointError(f"{path}: not a teacher checkpoint (kind {ckpt.kind!r}, "
+                              f"compressor {ckpt.config.get('compressor')!r})")
+    if Vocabulary(ckpt.vocab) != data.vocab:
+        raise CheckpointError(f"{path}: the teacher's vocabulary ({len(ckpt.vocab)} items) is not the one "
+                              f"of {data.source} ({data.num_items} items)")
+    info = teacher_provenance(ckpt)
+    info.update({"checkpoint": str(path), "checkpoint_sha256": file_sha256(path)})
+    return model_from_checkpoint(ckpt, str(path)), info
+
+
+def teacher_provenance(ckpt: Checkpoint) -> dict:
+    """What a student records about its teacher (never the teacher's weights)."""
+    return {"checkpoint": None, "data_sha256": ckpt.provenance.get("data_sha256"), "config": ckpt.config,
+            "best_epoch": ckpt.provenance.get("best_epoch"), "test_metrics": ckpt.provenance.get("test_metrics")}
