@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny real teacher and a codes student made from it.
+
+The teacher is a short real training run on the Diginetica sample (../shared/data). The student's
+codes come from a residual k-means of the teacher's item table and its encoder is the teacher's:
+a real, if untrained, codes student, enough to exercise every export path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DIGINETICA = SHARED / "diginetica_sample" / "sample_train-item-views.csv"
+needs_shared = pytest.mark.skipif(not DIGINETICA.is_file(), reason="../shared/data not beside the checkout")
+
+
+def residual_kmeans(table: torch.Tensor, m: int, k: int, iters: int = 15, seed: int = 0):
+    """Codes (rows × M) and codebooks (M × K × d) such that Σ_m codebook_m[code_m] ≈ table."""
+    gen = torch.Generator().manual_seed(seed)
+    residual = table.clone()
+    codes, books = [], []
+    for _ in range(m):
+        centroids = residual[torch.randperm(len(residual), generator=gen)[:k]].clone()
+        for _ in range(iters):
+            assign = torch.cdist(residual, centroids).argmin(1)
+            for c in range(k):
+                members = residual[assign == c]
+                if len(members):
+                    centroids[c] = members.mean(0)
+        assign = torch.cdist(residual, centroids).argmin(1)
+        residual = residual - centroids[assign]
+        codes.append(assign)
+        books.append(centroids)
+    return torch.stack(codes, 1), torch.stack(books)
+
+
+def student_from_teacher(teacher, m: int = 4, k: int = 16):
+    """A codes-student checkpoint: teacher encoder + residual k-means codes of the teacher table."""
+    from odrec_export.checkpoint import Checkpoint
+
+    table = teacher.state_dict["items.weight"][1:].float()
+    codes, books = residual_kmeans(table, m, k)
+    codes = torch.cat([torch.zeros(1, m, dtype=codes.dtype), codes])  # row 0 = padding
+    config = {"encoder": dict(teacher.config["encoder"]), "compressor": "codes", "items": {"m": m, "k": k}}
+    state = {n: t for n, t in teacher.state_dict.items() if n.startswith("encoder.")}
+    state["items.codebooks"] = books.contiguous()
+    state["items.codes"] = codes.to(torch.uint8 if k <= 256 else torch.uint16).contiguous()
+    prov = {"teacher_digest": teacher.provenance.get("data_sha256"), "method": "residual k-means (test fixture)"}
+    return Checkpoint("student", config, list(teacher.vocab), state, prov)
+
+
+@pytest.fixture(scope="session")
+def diginetica():
+    if not DIGINETICA.is_file():
+        pytest.skip("../shared/data not beside the checkout")
+    from odrec_export.data import load_sessions
+
+    return load_sessions(DIGINETICA)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory, diginetica):
+    """(teacher.pt, student.pt) paths: a 2-epoch d=32 teacher on the Diginetica sample and its codes student."""
+    from odrec_export.checkpoint import save_checkpoint
+    from odrec_export.train import TrainConfig, train_teacher
+
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("ckpts")
+    _, teacher = train_teacher(diginetica, {"dim": 32, "max_len": 20, "dropout": 0.2},
+                               TrainConfig(epochs=2, seed=3), log=lambda s: None)
+    save_checkpoint(teacher, folder / "teacher.pt")
+    save_checkpoint(student_from_teacher(teacher), folder / "student.pt")
+    return folder / "teacher.pt", folder / "student.pt"

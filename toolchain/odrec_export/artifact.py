@@ -1,0 +1,101 @@
+"""The artifact contract: what a built DIR holds, and how to read and check its manifest.
+
+Other tools (verify, the Android app's tests) import this module, so it imports nothing heavier than
+the standard library. See docs/artifact-format.md for the full description.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .errors import OdrecError
+
+FORMAT = "odrec-export-artifact"
+FORMAT_VERSION = 1
+
+MODEL_FILE = "model.onnx"
+ORT_FILE = "model.ort"
+ITEMS_FILE = "items.txt"
+MANIFEST_FILE = "manifest.json"
+
+INPUT_NAME = "item_ids"
+OUTPUT_IDS = "top_ids"
+OUTPUT_SCORES = "top_scores"
+INPUTS = [{"name": INPUT_NAME, "dtype": "int64", "shape": ["batch", "seq"]}]
+OUTPUTS = [{"name": OUTPUT_IDS, "dtype": "int64", "shape": ["batch", "k"]},
+           {"name": OUTPUT_SCORES, "dtype": "float32", "shape": ["batch", "k"]}]
+
+QUANT_SCHEMES = ("int8", "fp32")
+MIN_OPSET, MAX_OPSET, MAX_IR_VERSION = 18, 20, 9
+
+# Initializer names in model.onnx, which size-report uses to say where the bytes go.
+ENCODER_PREFIX = "enc/"
+CODES = "codes"  # M × (N+1) unsigned codes, codebook-major
+CODEBOOKS = "codebooks"  # (M·K) × d, fp32 or int8
+CODEBOOK_SCALES = "codebook_scales"  # (M·K) fp32 per-row scales (int8 only)
+ITEM_TABLE = "item_table"  # uncompressed (N+1) × d table (teacher / baseline graphs only)
+
+
+class ArtifactError(OdrecError):
+    """An artifact directory that is missing files or does not match its manifest."""
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def describe_files(folder: Path, names) -> dict:
+    """{name: {"bytes": ..., "sha256": ...}} for the given files of ``folder``."""
+    return {n: {"bytes": (folder / n).stat().st_size, "sha256": file_sha256(folder / n)} for n in sorted(names)}
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    (Path(folder) / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def read_manifest(folder: str | Path) -> dict:
+    folder = Path(folder)
+    path = folder / MANIFEST_FILE
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder}: no such artifact directory")
+    if not path.is_file():
+        raise ArtifactError(f"{folder}: no {MANIFEST_FILE} (not an odrec-export artifact)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: not an odrec-export artifact manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: unsupported artifact format version {manifest.get('format_version')!r}")
+    return manifest
+
+
+def validate(folder: str | Path) -> dict:
+    """Read the manifest and check every listed file's size and sha256; returns the manifest."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    files = manifest.get("files")
+    if not isinstance(files, dict) or MODEL_FILE not in files or ITEMS_FILE not in files:
+        raise ArtifactError(f"{folder}: manifest does not list {MODEL_FILE} and {ITEMS_FILE}")
+    for name, info in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise ArtifactError(f"{folder}: {name} is listed in the manifest but missing")
+        if path.stat().st_size != info.get("bytes") or file_sha256(path) != info.get("sha256"):
+            raise ArtifactError(f"{folder}: {name} does not match the manifest (size or sha256 differ)")
+    items = (folder / ITEMS_FILE).read_text().splitlines()
+    if len(items) != manifest.get("num_items"):
+        raise ArtifactError(f"{folder}: {ITEMS_FILE} has {len(items)} lines, manifest says {manifest.get('num_items')}")
+    return manifest
+
+
+def read_items(folder: str | Path) -> list[str]:
+    """Raw item ids: element i-1 is the raw id of index i."""
+    return (Path(folder) / ITEMS_FILE).read_text().splitlines()

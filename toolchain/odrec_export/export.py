@@ -1,0 +1,494 @@
+"""Frozen model → ONNX artifact directory (model.onnx, items.txt, manifest.json, optional model.ort).
+
+The graph, in order:
+
+1. clean the input: ids outside 1..N become padding (0); real items are moved to the right keeping
+   their order (the encoder was trained on left-padded sessions); only the last ``max_len`` slots
+   are kept, so over-long sessions keep their most recent items;
+2. item vectors: for codes, Σ_m codebook_m[code_m(id)] (a Gather of M small code rows and of the
+   M·K codewords); for a plain table, one Gather;
+3. the encoder, exported from PyTorch (dynamo) and simplified on its own;
+4. scoring: for codes, per-codebook score tables T = codebooks · s (B × M × K) and
+   score(v) = Σ_m T[m, code_m(v)] through one GatherElements; for a plain table, s · tableᵀ.
+   TopK over items 1..N.
+
+The codes stay uint8/uint16 in the file and in memory: they reach the Cast only after an Expand
+over the runtime batch size, so no constant folding (onnxruntime at load, onnxsim, the .ort
+converter) can turn them into an int64 table or rebuild the N×d item table.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from . import __version__
+from . import artifact as A
+from .errors import OdrecError, UsageError
+from .freeze import FrozenModel
+
+OPSET = 18
+INT64_MAX = np.iinfo(np.int64).max
+
+
+@dataclass
+class BuildOptions:
+    quant: str = "int8"
+    top_k: int = 20
+    ort: bool = False
+    simplify: bool = True
+
+
+@dataclass
+class Graph:
+    """Nodes and initializers collected while writing the graph by hand."""
+
+    nodes: list = field(default_factory=list)
+    inits: list = field(default_factory=list)
+
+    def const(self, name: str, array) -> str:
+        self.inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], output: str | list[str], **attrs) -> str:
+        outputs = [output] if isinstance(output, str) else output
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=outputs[0], **attrs))
+        return output
+
+
+# --------------------------------------------------------------------------- encoder (PyTorch)
+
+
+class _EncoderCore(torch.nn.Module):
+    """SessionEncoder.forward, step for step, except that the backward positions are computed as
+    (t-1) - arange(t): the exported Range with a negative step is mis-optimised by onnxruntime's
+    extended graph optimisations (the position embedding comes out empty). Equality with the
+    PyTorch model is checked by the tests."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, item_vectors: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        e = self.encoder
+        t = ids.shape[1]
+        real = ids != 0
+        back = (t - 1) - torch.arange(t, device=ids.device)
+        x = e.ln(item_vectors + e.pos(back).unsqueeze(0))
+        causal = torch.ones(t, t, dtype=torch.bool, device=ids.device).tril()
+        allowed = causal & (real.unsqueeze(1) | torch.eye(t, dtype=torch.bool, device=ids.device))
+        for block in e.blocks:
+            x = block(x, allowed)
+        return e.readout(x, real)
+
+
+def export_encoder(frozen: FrozenModel, simplify: bool = True) -> tuple[onnx.ModelProto, str]:
+    """The encoder alone, (item_vectors B×L×d, ids B×L) → session B×d, names prefixed ``enc/``."""
+    torch.manual_seed(0)
+    core = _EncoderCore(frozen.encoder).eval()
+    length = max(2, min(frozen.max_len, 8))
+    ids = torch.arange(1, 2 * length + 1, dtype=torch.int64).view(2, length) % (frozen.num_items + 1)
+    vecs = torch.randn(2, length, frozen.dim)
+    batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("seq", min=1, max=frozen.max_len)
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(core, (vecs, ids), dynamo=True, external_data=False, opset_version=OPSET,
+                                    input_names=["item_vectors", "ids"], output_names=["session"],
+                                    dynamic_shapes={"item_vectors": {0: batch, 1: seq}, "ids": {0: batch, 1: seq}},
+                                    verbose=False)
+    model = program.model_proto
+    for node in model.graph.node:  # stack traces with local paths: not part of the model
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.metadata_props[:]
+    note = "encoder exported without onnxsim"
+    if simplify:
+        model, note = _simplify(model, "encoder")
+    model = onnx.compose.add_prefix(model, A.ENCODER_PREFIX)
+    return model, note
+
+
+def _simplify(model: onnx.ModelProto, what: str) -> tuple[onnx.ModelProto, str]:
+    """onnxsim, kept only when it validates and does not make the file larger."""
+    import onnxsim
+
+    before = model.ByteSize()
+    try:
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            simplified, ok = onnxsim.simplify(model)
+    except Exception as e:  # onnxsim raises plain RuntimeErrors from its C++ core
+        return model, f"{what}: onnxsim skipped ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
+    if not ok:
+        return model, f"{what}: onnxsim skipped (its check failed)"
+    after = simplified.ByteSize()
+    if after > before:
+        return model, f"{what}: onnxsim skipped (it would grow the graph from {before} to {after} bytes by constant folding)"
+    return simplified, f"{what}: onnxsim applied ({before} -> {after} bytes)"
+
+
+# --------------------------------------------------------------------------- hand-written parts
+
+
+def _clean_input(g: Graph, num_items: int, max_len: int) -> tuple[str, str]:
+    """item_ids → compacted, truncated ids ``enc/ids`` and a float mask of real slots."""
+    x = A.INPUT_NAME
+    g.const("zero_i64", np.array(0, np.int64))
+    g.const("num_items", np.array(num_items, np.int64))
+    valid = g.op("And", [g.op("Greater", [x, "zero_i64"], "gt0"),
+                         g.op("LessOrEqual", [x, "num_items"], "leN")], "valid")
+    clean = g.op("Where", [valid, x, "zero_i64"], "clean_ids")
+    # Stable compaction: sort key = valid·L + position, ascending → padding first, order kept.
+    g.const("one_i64", np.array(1, np.int64))
+    g.const("axis1", np.array([1], np.int64))
+    shape = g.op("Shape", [x], "in_shape")
+    seq = g.op("Gather", [shape, "one_i64"], "seq_len", axis=0)
+    pos = g.op("Range", ["zero_i64", seq, "one_i64"], "positions")
+    key = g.op("Add", [g.op("Mul", [g.op("Cast", [valid], "valid_i64", to=TensorProto.INT64), seq], "key_hi"),
+                       pos], "sort_key")
+    k = g.op("Unsqueeze", [seq, g.const("axes0", np.array([0], np.int64))], "seq_len_1d")
+    g.op("TopK", [key, k], ["sorted_key", "order"], axis=1, largest=0, sorted=1)
+    compact = g.op("GatherElements", [clean, "order"], "compact_ids", axis=1)
+    g.const("keep_start", np.array([-max_len], np.int64))
+    g.const("keep_end", np.array([INT64_MAX], np.int64))
+    ids = g.op("Slice", [compact, "keep_start", "keep_end", "axis1"], A.ENCODER_PREFIX + "ids")
+    mask = g.op("Unsqueeze", [g.op("Cast", [g.op("Greater", [ids, "zero_i64"], "real")], "real_f", to=TensorProto.FLOAT),
+                              g.const("axes_last", np.array([-1], np.int64))], "real_mask")
+    return ids, mask
+
+
+def _quantise_rows(books: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 with one scale per codeword (row)."""
+    amax = np.abs(books).max(axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(books / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def _codebooks(g: Graph, frozen: FrozenModel, quant: str) -> str:
+    flat = frozen.codebooks.reshape(frozen.m * frozen.k, frozen.dim).astype(np.float32)
+    if quant == "fp32":
+        return g.const(A.CODEBOOKS, flat)
+    q, scale = _quantise_rows(flat)
+    g.const(A.CODEBOOKS, q)
+    g.const(A.CODEBOOK_SCALES, scale)
+    return g.op("DequantizeLinear", [A.CODEBOOKS, A.CODEBOOK_SCALES], "codebooks_f", axis=0)
+
+
+def _codes_lookup_and_head(g: Graph, frozen: FrozenModel, ids: str, mask: str, quant: str) -> str:
+    m, k = frozen.m, frozen.k
+    books = _codebooks(g, frozen, quant)  # (M·K) × d
+    g.const(A.CODES, frozen.codes)  # M × (N+1), uint8/uint16
+    # Input side: vectors of the session's items.
+    item_codes = g.op("Gather", [A.CODES, ids], "item_codes", axis=1)  # M × B × L
+    g.const("codebook_offsets", (np.arange(m, dtype=np.int64) * k).reshape(m, 1, 1))
+    rows = g.op("Add", [g.op("Cast", [item_codes], "item_codes_i64", to=TensorProto.INT64), "codebook_offsets"],
+                "codeword_rows")
+    words = g.op("Gather", [books, rows], "codewords", axis=0)  # M × B × L × d
+    summed = g.op("ReduceSum", [words, "axes0"], "item_vectors_sum", keepdims=0)
+    g.op("Mul", [summed, mask], A.ENCODER_PREFIX + "item_vectors")
+    # Output side: per-codebook score tables and one GatherElements over all items.
+    session = A.ENCODER_PREFIX + "session"
+    tables = g.op("Gemm", [session, books], "score_tables_flat", transB=1)  # B × (M·K)
+    g.const("tables_shape", np.array([0, m, k], np.int64))
+    tables = g.op("Reshape", [tables, "tables_shape"], "score_tables")  # B × M × K
+    batch = g.op("Slice", ["in_shape", g.const("start0", np.array([0], np.int64)), "axes0_end1", "axes0"],
+                 "batch_1d")
+    g.const("axes0_end1", np.array([1], np.int64))
+    g.const("mn_shape", np.array([m, frozen.num_items + 1], np.int64))
+    expand_to = g.op("Concat", [batch, "mn_shape"], "codes_expand_shape", axis=0)
+    # Expanding over the runtime batch before the Cast keeps the codes compact in the file and in memory.
+    all_codes = g.op("Expand", [g.op("Unsqueeze", [A.CODES, "axes0"], "codes_1"), expand_to], "codes_b")
+    idx = g.op("Cast", [all_codes], "codes_b_i32", to=TensorProto.INT32)
+    parts = g.op("GatherElements", [tables, idx], "item_score_parts", axis=2)  # B × M × (N+1)
+    return g.op("ReduceSum", [parts, g.const("axes1", np.array([1], np.int64))], "item_scores_all", keepdims=0)
+
+
+def _table_lookup_and_head(g: Graph, table: np.ndarray, ids: str, mask: str) -> str:
+    g.const(A.ITEM_TABLE, table.astype(np.float32))
+    vecs = g.op("Gather", [A.ITEM_TABLE, ids], "item_vectors_raw", axis=0)
+    g.op("Mul", [vecs, mask], A.ENCODER_PREFIX + "item_vectors")
+    return g.op("Gemm", [A.ENCODER_PREFIX + "session", A.ITEM_TABLE], "item_scores_all", transB=1)
+
+
+def _top_k(g: Graph, scores_all: str, k: int) -> None:
+    """Drop column 0 (padding), TopK, shift indices back to 1..N."""
+    g.const("col1", np.array([1], np.int64))
+    g.const("end_max", np.array([INT64_MAX], np.int64))
+    scores = g.op("Slice", [scores_all, "col1", "end_max", "axis1"], "item_scores")
+    g.const("top_k", np.array([k], np.int64))
+    g.op("TopK", [scores, "top_k"], [A.OUTPUT_SCORES, "top_pos"], axis=1, largest=1, sorted=1)
+    g.op("Add", ["top_pos", "one_i64"], A.OUTPUT_IDS)
+
+
+def assemble(frozen: FrozenModel, encoder: onnx.ModelProto, quant: str, top_k: int) -> onnx.ModelProto:
+    """One model: cleaned input → item vectors → encoder → scores → top-k."""
+    enc = encoder.graph
+    nodes = list(enc.node)
+    if enc.output[0].name != A.ENCODER_PREFIX + "session":
+        nodes.append(helper.make_node("Identity", [enc.output[0].name], [A.ENCODER_PREFIX + "session"]))
+    if frozen.compressor == "codes":
+        def items(g, ids, mask):
+            return _codes_lookup_and_head(g, frozen, ids, mask, quant)
+    else:
+        def items(g, ids, mask):
+            return _table_lookup_and_head(g, frozen.table, ids, mask)
+    return compose(frozen.num_items, frozen.max_len, items, nodes, list(enc.initializer), top_k)
+
+
+def compose(num_items: int, max_len: int, items, enc_nodes: list, enc_inits: list, top_k: int) -> onnx.ModelProto:
+    """Input cleaning + ``items(g, ids, mask)`` (item vectors and all-item scores) + encoder + top-k."""
+    g = Graph()
+    ids, mask = _clean_input(g, num_items, max_len)
+    scores = items(g, ids, mask)
+    # The encoder's nodes sit between the item vectors and the head (nodes must be in topological order).
+    head_start = next(i for i, n in enumerate(g.nodes) if A.ENCODER_PREFIX + "session" in n.input)
+    g.nodes[head_start:head_start] = enc_nodes
+    k = min(top_k, num_items)
+    _top_k(g, scores, k)
+    graph = helper.make_graph(
+        g.nodes, "odrec_recommender",
+        inputs=[helper.make_tensor_value_info(A.INPUT_NAME, TensorProto.INT64, ["batch", "seq"])],
+        outputs=[helper.make_tensor_value_info(A.OUTPUT_IDS, TensorProto.INT64, ["batch", k]),
+                 helper.make_tensor_value_info(A.OUTPUT_SCORES, TensorProto.FLOAT, ["batch", k])],
+        initializer=g.inits + enc_inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="odrec-export", producer_version=__version__)
+    model.ir_version = A.MAX_IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def encoder_part(model: onnx.ModelProto) -> tuple[list, list]:
+    """The encoder's nodes and initializers inside a built model: everything ``enc/session`` depends on,
+    back to ``enc/item_vectors`` and ``enc/ids`` (used by bench to rebuild the baseline graph)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    stop = {A.ENCODER_PREFIX + "item_vectors", A.ENCODER_PREFIX + "ids"}
+    inits = {i.name: i for i in model.graph.initializer}
+    if A.ENCODER_PREFIX + "session" not in producers:
+        raise OdrecError("model.onnx has no enc/session tensor: not a graph written by odrec-export")
+    seen, todo, nodes, used = set(), [A.ENCODER_PREFIX + "session"], [], set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name in stop or name == "":
+            continue
+        seen.add(name)
+        if name in inits:
+            used.add(name)
+        elif name in producers:
+            node = producers[name]
+            nodes.append(node)
+            todo.extend(node.input)
+    order = {id(n): i for i, n in enumerate(model.graph.node)}
+    nodes = sorted({id(n): n for n in nodes}.values(), key=lambda n: order[id(n)])
+    return nodes, [inits[n] for n in sorted(used)]
+
+
+def build_model(frozen: FrozenModel, opts: BuildOptions) -> tuple[onnx.ModelProto, list[str]]:
+    """The complete, checked model and notes on each simplification pass."""
+    encoder, enc_note = export_encoder(frozen, simplify=opts.simplify)
+    model = assemble(frozen, encoder, opts.quant, opts.top_k)
+    notes = [enc_note]
+    if opts.simplify:
+        simplified, note = _simplify(model, "whole graph")
+        notes.append(note)
+        if simplified is not model:
+            simplified.ir_version = A.MAX_IR_VERSION
+            model = simplified
+    else:
+        notes.append("whole graph: onnxsim not run (--no-simplify)")
+    return model, notes
+
+
+# --------------------------------------------------------------------------- evaluation through onnxruntime
+
+
+def ort_session(model: onnx.ModelProto | str | Path, threads: int = 1, **session_kwargs):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"], **session_kwargs)
+
+
+def evaluate_onnx(session, samples, max_len: int, ks=(5, 10, 20), batch_size: int = 256) -> dict:
+    """HR/NDCG/MRR@K from the graph's top-k output (exact for K <= the graph's k).
+
+    A target inside the top-k has rank = number of returned scores strictly above its own, as in
+    metrics.py; a target outside it counts as a miss at every K <= k.
+    """
+    from .data import pad_batch
+    from .metrics import metrics_from_ranks
+
+    ranks = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        ids, scores = session.run(None, {A.INPUT_NAME: pad_batch([p for p, _ in chunk], max_len)})
+        targets = np.array([t for _, t in chunk])
+        hit = ids == targets[:, None]
+        found = hit.any(axis=1)
+        target_score = np.where(found, (scores * hit).sum(axis=1), np.inf)
+        rank = (scores > target_score[:, None]).sum(axis=1)
+        ranks.append(np.where(found, rank, ids.shape[1]))
+    return metrics_from_ranks(np.concatenate(ranks), [k for k in ks if k <= ids.shape[1]])
+
+
+def _eval_block(frozen: FrozenModel, model: onnx.ModelProto, fp32_model: onnx.ModelProto | None,
+                data_path: Path) -> dict:
+    from .data import Vocabulary, load_sessions
+    from .errors import DataError
+    from .evaluate import remap_samples
+
+    sessions = load_sessions(data_path)
+    samples, skipped = remap_samples(sessions.test_samples, sessions.vocab, Vocabulary(frozen.vocab))
+    if not samples:
+        raise DataError(f"{data_path}: no test sample whose items the checkpoint knows")
+    block = {"data": Path(data_path).name, "data_sha256": sessions.data_sha256, "samples": len(samples),
+             "skipped_unknown_items": skipped, "metrics": evaluate_onnx(ort_session(model), samples, frozen.max_len)}
+    if fp32_model is not None:
+        ref = evaluate_onnx(ort_session(fp32_model), samples, frozen.max_len)
+        block["fp32_metrics"] = ref
+        block["quantised_minus_fp32_points"] = {k: round(100 * (block["metrics"][k] - v), 4)
+                                               for k, v in ref.items() if k != "samples"}
+    return block
+
+
+# --------------------------------------------------------------------------- the artifact directory
+
+
+def _write_ort(folder: Path) -> None:
+    """model.ort for onnxruntime-mobile, converted with constant folding off (it would re-inflate the
+    compact tables into big ones)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.optimized_model_filepath = str(folder / A.ORT_FILE)
+    so.add_session_config_entry("session.save_model_format", "ORT")
+    so.log_severity_level = 3
+    ort.InferenceSession(str(folder / A.MODEL_FILE), so, providers=["CPUExecutionProvider"],
+                         disabled_optimizers=["ConstantFolding"])
+
+
+def _library_versions() -> dict:
+    import onnxruntime
+    import onnxsim
+
+    return {"odrec_export": __version__, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "onnxsim": onnxsim.__version__, "numpy": np.__version__}
+
+
+def check_options(opts: BuildOptions) -> None:
+    if opts.quant not in A.QUANT_SCHEMES:
+        extra = " (int4: plain 4-bit rounding of the codebooks loses too much accuracy without " \
+                "quantisation-aware training)" if opts.quant == "int4" else ""
+        raise UsageError(f"unknown --quant '{opts.quant}' (use {' or '.join(A.QUANT_SCHEMES)}){extra}")
+    if opts.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {opts.top_k}")
+
+
+def prepare_out_dir(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise OdrecError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OdrecError(f"{out}: directory is not empty (use --force to replace it)")
+
+
+def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *, force: bool = False,
+          eval_data: str | Path | None = None, log=lambda s: None) -> dict:
+    """Checkpoint → artifact directory, written atomically; returns the manifest."""
+    from .freeze import freeze
+
+    opts = opts or BuildOptions()
+    out = Path(out)
+    check_options(opts)
+    prepare_out_dir(out, force)
+    frozen = freeze(ckpt)
+    if any("\n" in r or "\r" in r for r in frozen.vocab):
+        raise OdrecError(f"{ckpt}: a raw item id contains a line break; items.txt cannot hold it")
+    if frozen.compressor == "none" and opts.quant != "fp32":
+        log(f"note: {frozen.compressor!r} checkpoint has no codebooks; --quant {opts.quant} applies to nothing")
+    log(f"exporting encoder and {'codes' if frozen.compressor == 'codes' else 'table'} head ...")
+    model, notes = build_model(frozen, opts)
+    fp32_model = None
+    if eval_data is not None and frozen.compressor == "codes" and opts.quant != "fp32":
+        fp32_model, _ = build_model(frozen, BuildOptions(quant="fp32", top_k=opts.top_k, simplify=opts.simplify))
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        (tmp / A.MODEL_FILE).write_bytes(model.SerializeToString())
+        (tmp / A.ITEMS_FILE).write_text("".join(f"{r}\n" for r in frozen.vocab))
+        names = [A.MODEL_FILE, A.ITEMS_FILE]
+        if opts.ort:
+            _write_ort(tmp)
+            names.append(A.ORT_FILE)
+        manifest = _manifest(frozen, model, opts, notes, A.describe_files(tmp, names))
+        if eval_data is not None:
+            log("evaluating the built graph through onnxruntime ...")
+            manifest["evaluation"] = _eval_block(frozen, model, fp32_model, Path(eval_data))
+        A.write_manifest(tmp, manifest)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Rename the finished temp dir onto ``out``; an old ``out`` is moved aside first, removed after."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.rename(out, old / "dir")
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.rename(old / "dir", out)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _manifest(frozen: FrozenModel, model: onnx.ModelProto, opts: BuildOptions, notes: list[str], files: dict) -> dict:
+    k = min(opts.top_k, frozen.num_items)
+    if frozen.compressor == "codes":
+        compressor = {"name": "codes", "M": frozen.m, "K": frozen.k, "d": frozen.dim,
+                      "code_dtype": str(frozen.codes.dtype)}
+        quant = ({"scheme": "int8", "granularity": "per-row (per codeword) symmetric scale",
+                  "op": "DequantizeLinear", "encoder": "fp32"} if opts.quant == "int8"
+                 else {"scheme": "fp32", "encoder": "fp32"})
+    else:
+        compressor = {"name": "none", "d": frozen.dim}
+        quant = {"scheme": "fp32", "encoder": "fp32"}
+    return {
+        "format": A.FORMAT, "format_version": A.FORMAT_VERSION,
+        "num_items": frozen.num_items, "top_k": k, "max_session_length": frozen.max_len,
+        "inputs": A.INPUTS, "outputs": [dict(o, shape=["batch", k]) for o in A.OUTPUTS],
+        "padding_index": 0,
+        "compressor": compressor, "quantisation": quant,
+        "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+        "ir_version": model.ir_version,
+        "simplification": notes,
+        "files": files,
+        "source_checkpoint_sha256": frozen.checkpoint_sha256,
+        "versions": _library_versions(),
+    }

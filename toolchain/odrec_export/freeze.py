@@ -1,0 +1,81 @@
+"""Checkpoint → frozen model: the fp32 encoder plus the item representation exactly as stored.
+
+A codes student freezes to its codes (M × (N+1), codebook-major, smallest unsigned type) and its
+codebooks (M × K × d); the N×d item table is never computed here. A teacher (compressor "none")
+freezes to its plain table. ``materialise`` builds the N×d table on purpose, for the uncompressed
+baseline that bench compares against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint, file_sha256
+from .errors import CheckpointError
+from .models.encoder import SessionEncoder
+
+FREEZABLE = ("codes", "none")
+
+
+@dataclass
+class FrozenModel:
+    encoder: SessionEncoder  # eval mode, fp32
+    num_items: int
+    dim: int
+    max_len: int
+    compressor: str  # "codes" or "none"
+    vocab: list[str]
+    checkpoint_sha256: str
+    codes: np.ndarray | None = None  # M × (N+1) uint8/uint16, column 0 = padding
+    codebooks: np.ndarray | None = None  # M × K × d float32
+    table: np.ndarray | None = None  # (N+1) × d float32, row 0 = padding (teacher / baseline only)
+
+    @property
+    def m(self) -> int:
+        return int(self.codebooks.shape[0])
+
+    @property
+    def k(self) -> int:
+        return int(self.codebooks.shape[1])
+
+
+def freeze(path: str | Path) -> FrozenModel:
+    """Load a checkpoint and take out the parts the artifact needs."""
+    from .models.registry import model_from_checkpoint
+
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    compressor = ckpt.config.get("compressor", "none") if isinstance(ckpt.config, dict) else None
+    if compressor not in FREEZABLE:
+        raise CheckpointError(f"{path}: cannot export compressor {compressor!r} (supported: {', '.join(FREEZABLE)})")
+    model = model_from_checkpoint(ckpt, str(path))
+    cfg = model.encoder.cfg
+    frozen = FrozenModel(encoder=model.encoder.float().eval(), num_items=model.num_items, dim=cfg.dim,
+                         max_len=cfg.max_len, compressor=compressor, vocab=list(ckpt.vocab),
+                         checkpoint_sha256=file_sha256(path))
+    with torch.no_grad():
+        if compressor == "codes":
+            codes = model.items.codes.t().contiguous()  # M × (N+1)
+            frozen.codes = codes.numpy().copy()
+            frozen.codebooks = model.items.codebooks.detach().float().numpy().copy()
+        else:
+            table = model.items.table().detach().float().clone()
+            table[0] = 0.0
+            frozen.table = table.numpy()
+    return frozen
+
+
+def materialise(frozen: FrozenModel, codebooks: np.ndarray | None = None) -> FrozenModel:
+    """The same model with its fp32 (N+1)×d table built from codes (for the baseline graph)."""
+    if frozen.table is not None:
+        return frozen
+    books = frozen.codebooks if codebooks is None else codebooks
+    table = np.zeros((frozen.num_items + 1, frozen.dim), dtype=np.float32)
+    for m in range(books.shape[0]):
+        table += books[m][frozen.codes[m].astype(np.int64)]
+    table[0] = 0.0
+    return replace(frozen, compressor="none", table=table, codes=None, codebooks=None)
