@@ -43,7 +43,8 @@ class VerifyInputError(OdrecError):
 @dataclass
 class Check:
     check: str  # integrity | contract | reference | arm64
-    platform: str
+    platform: str  # stable key: "any", "x86_64" or the ARM CPU model
+    label: str  # what ran, for the table
     status: str = PASS
     max_score_diff: float | None = None
     topk: str | None = None  # e.g. "312/312 identical" or "310/312 identical, 2 tie swaps"
@@ -87,12 +88,12 @@ class Report:
         rows = [("check", "platform", "max score diff", "top-k agreement", "result")]
         for c in self.checks:
             diff = "-" if c.max_score_diff is None else f"{c.max_score_diff:.2e}"
-            rows.append((c.check, c.platform, diff, c.topk or "-", c.status))
+            rows.append((c.check, c.label, diff, c.topk or "-", c.status))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         for c in self.checks:
-            lines += [f"{c.check} [{c.platform}] {c.status}: {d}" for d in c.details]
+            lines += [f"{c.check} [{c.label}] {c.status}: {d}" for d in c.details]
         n_rows = sum(int(c.ids.shape[0]) for c in self.cases)
         lines.append(f"inputs: {n_rows} sessions in {len(self.cases)} batches "
                      f"({', '.join(c.name for c in self.cases)}); tolerance: {self.tolerance}")
@@ -116,7 +117,7 @@ def check_integrity(folder: Path) -> tuple[Check, dict | None, object]:
     """(check, manifest or None, loaded onnx model or None). Raises VerifyInputError for a non-artifact."""
     import onnx
 
-    check = Check("integrity", "files + graph")
+    check = Check("integrity", "any", "files + graph")
     if not folder.is_dir():
         raise VerifyInputError(f"{folder}: no such artifact directory")
     if not (folder / A.MANIFEST_FILE).is_file():
@@ -130,6 +131,13 @@ def check_integrity(folder: Path) -> tuple[Check, dict | None, object]:
         A.write_manifest(Path(tmp), manifest)
         if (Path(tmp) / A.MANIFEST_FILE).read_bytes() != (folder / A.MANIFEST_FILE).read_bytes():
             check.fail(f"{A.MANIFEST_FILE}: not in the form the exporter writes (edited or corrupted)")
+
+    bad = [k for k in ("num_items", "top_k", "max_session_length")
+           if type(manifest.get(k)) is not int or manifest[k] < 1]
+    for key in bad:
+        check.fail(f"{A.MANIFEST_FILE}: field '{key}' is missing or not a positive integer")
+    if bad:  # nothing below can be interpreted without them
+        return check, None, None
 
     files = manifest.get("files")
     if not isinstance(files, dict) or A.MODEL_FILE not in files or A.ITEMS_FILE not in files:
@@ -218,8 +226,12 @@ def _check_graph(check: Check, model, manifest: dict) -> None:
             check.fail(f"{A.MODEL_FILE}: codes cover {codes_shape[1:]} items, manifest num_items is {num_items}")
         books = numpy_helper.to_array(inits[A.CODEBOOKS]) if A.CODEBOOKS in inits else None
         quant = quant_scheme(manifest)
+        comp = manifest.get("compressor") if isinstance(manifest.get("compressor"), dict) else {}
         if books is None:
             check.fail(f"{A.MODEL_FILE}: no '{A.CODEBOOKS}' initializer next to the codes")
+        elif {"M", "K", "d"} <= comp.keys() and (codes_shape[0], books.shape) != (comp["M"], (comp["M"] * comp["K"], comp["d"])):
+            check.fail(f"{A.MODEL_FILE}: codes/codebooks shapes {codes_shape}/{books.shape} differ from manifest "
+                       f"compressor M={comp['M']} K={comp['K']} d={comp['d']}")
         elif quant == "int8" and (books.dtype != np.int8 or A.CODEBOOK_SCALES not in inits):
             check.fail(f"{A.MODEL_FILE}: manifest quantisation int8 but codebooks are {books.dtype}")
         elif quant == "fp32" and books.dtype != np.float32:
@@ -372,8 +384,8 @@ def compare(case: Case, ref_ids, ref_scores, ids, scores, agreement: Agreement, 
 
 
 def check_contract(cases: list[Case], outputs: list[dict], again: dict, num_items: int, top_k: int,
-                   platform_name: str) -> Check:
-    check = Check("contract", platform_name)
+                   label: str) -> Check:
+    check = Check("contract", "x86_64", label)
     for case, out in zip(cases, outputs):
         ids, scores = out[A.OUTPUT_IDS], out[A.OUTPUT_SCORES]
         want = (case.ids.shape[0], min(top_k, num_items))
@@ -396,8 +408,8 @@ def check_contract(cases: list[Case], outputs: list[dict], again: dict, num_item
     return check
 
 
-def _parity_check(name: str, platform_name: str, cases, reference: list[dict], outputs: list) -> Check:
-    check, agreement = Check(name, platform_name), Agreement()
+def _parity_check(name: str, platform_key: str, label: str, cases, reference: list[dict], outputs: list) -> Check:
+    check, agreement = Check(name, platform_key, label), Agreement()
     for case, ref, out in zip(cases, reference, outputs):
         if isinstance(out, str):
             check.fail(f"{case.name}: {out}")
@@ -417,7 +429,8 @@ def _parity_check(name: str, platform_name: str, cases, reference: list[dict], o
 def _reference_checkpoint(folder: Path, manifest: dict, ckpt: Path | None) -> tuple[Path | None, str | None]:
     """(checkpoint path, or None with the reason it is not available)."""
     info = _manifest_field(manifest, "checkpoint", "source_checkpoint")
-    want_sha = info.get("sha256") if isinstance(info, dict) else _manifest_field(manifest, "checkpoint_sha256")
+    want_sha = (info.get("sha256") if isinstance(info, dict)
+                else _manifest_field(manifest, "source_checkpoint_sha256", "checkpoint_sha256"))
     if ckpt is not None:
         if not Path(ckpt).is_file():
             raise VerifyInputError(f"--ckpt {ckpt}: no such file")
@@ -427,7 +440,7 @@ def _reference_checkpoint(folder: Path, manifest: dict, ckpt: Path | None) -> tu
         return Path(ckpt), None
     path = info.get("path") if isinstance(info, dict) else None
     if not path:
-        return None, "no --ckpt given and the manifest names no checkpoint path"
+        return None, "no --ckpt given and the manifest names no checkpoint path (pass --ckpt CKPT)"
     candidates = [Path(path), folder / path]
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
@@ -515,14 +528,14 @@ def verify(folder: str | Path, ckpt: str | Path | None = None, data: str | Path 
     ckpt_path, why_not = _reference_checkpoint(folder, manifest, Path(ckpt) if ckpt else None)
     ref_platform = f"{host} vs PyTorch"
     if ckpt_path is None:
-        checks.append(Check("reference", ref_platform, NOT_CHECKED, details=[why_not]))
+        checks.append(Check("reference", "x86_64", ref_platform, NOT_CHECKED, details=[why_not]))
     else:
         log(f"verify: PyTorch reference from {ckpt_path}")
         try:
             ref = reference_outputs(ckpt_path, manifest, items, cases)
-            checks.append(_parity_check("reference", ref_platform, cases, ref, x86))
+            checks.append(_parity_check("reference", "x86_64", ref_platform, cases, ref, x86))
         except _ItemsMismatch as e:
-            checks.append(Check("reference", ref_platform, FAIL, details=[str(e)]))
+            checks.append(Check("reference", "x86_64", ref_platform, FAIL, details=[str(e)]))
 
     if arm:
         checks += _arm_checks(model_path, cases, x86, arm_cache, arm_cpus, arm_mirror, log)
@@ -537,7 +550,7 @@ def _arm_checks(model_path: Path, cases, x86, cache, cpus, mirror, log) -> list[
         kwargs = {"mirror": mirror} if mirror else {}
         runtime = R.provision(cache, log=log, **kwargs)
     except R.ArmUnavailable as e:
-        return [Check("arm64", f"aarch64 {cpu} (qemu)", NOT_CHECKED, details=[str(e)]) for cpu in cpus]
+        return [Check("arm64", cpu, f"aarch64 {cpu} (qemu)", NOT_CHECKED, details=[str(e)]) for cpu in cpus]
     checks = []
     for cpu in cpus:
         name = f"aarch64 {cpu} (qemu) vs x86"
@@ -545,10 +558,10 @@ def _arm_checks(model_path: Path, cases, x86, cache, cpus, mirror, log) -> list[
         try:
             run = runtime.run(cpu, [(model_path, {A.INPUT_NAME: c.ids}) for c in cases])
         except (R.ArmRunError, R.ArmUnavailable) as e:
-            checks.append(Check("arm64", name, FAIL, details=[str(e)]))
+            checks.append(Check("arm64", cpu, name, FAIL, details=[str(e)]))
             continue
         outs = [r.outputs if r.outputs is not None else f"onnxruntime aarch64 failed: {r.error}" for r in run.results]
-        check = _parity_check("arm64", name, cases, x86, outs)
+        check = _parity_check("arm64", cpu, name, cases, x86, outs)
         if run.machine != "aarch64":
             check.fail(f"guest reports machine {run.machine!r}, not aarch64")
         checks.append(check)
