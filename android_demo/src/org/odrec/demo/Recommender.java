@@ -16,6 +16,7 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.HashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 
 /**
@@ -130,13 +131,29 @@ public final class Recommender implements AutoCloseable {
     public Map<String, Object> manifest() { return manifest; }
 
     /**
-     * The manifest's accuracy figures as "name: value" lines (any numeric leaf under an "eval",
-     * "accuracy" or "metrics" key), so the app can show whatever the build recorded.
+     * The manifest's accuracy figures, as "name value" strings: the built artifact's metrics measured
+     * by `odrec-export build --eval-data` (manifest "evaluation": data, metrics, quantised_minus_fp32_points).
+     * Empty when the artifact was built without evaluation.
      */
     public List<String> accuracyFigures() {
         List<String> out = new ArrayList<>();
-        for (String key : new String[] {"eval", "accuracy", "metrics", "evaluation"}) {
-            if (manifest.containsKey(key)) flatten(key, manifest.get(key), out);
+        Object ev = manifest.get("evaluation");
+        if (!(ev instanceof Map)) return out;
+        Map<?, ?> e = (Map<?, ?>) ev;
+        if (e.get("data") != null) out.add("on " + e.get("data") + (e.get("samples") != null ? " (" + e.get("samples") + " samples)" : ""));
+        if (e.get("metrics") instanceof Map) {
+            for (Map.Entry<?, ?> m : ((Map<?, ?>) e.get("metrics")).entrySet()) {
+                if (String.valueOf(m.getKey()).contains("@") && m.getValue() instanceof Number) {
+                    out.add(m.getKey() + " " + String.format(Locale.US, "%.4f", ((Number) m.getValue()).doubleValue()));
+                }
+            }
+        }
+        if (e.get("quantised_minus_fp32_points") instanceof Map) {
+            for (Map.Entry<?, ?> m : ((Map<?, ?>) e.get("quantised_minus_fp32_points")).entrySet()) {
+                if (String.valueOf(m.getKey()).endsWith("@10") && m.getValue() instanceof Number) {
+                    out.add(m.getKey() + " vs fp32 " + String.format(Locale.US, "%+.3f pt", ((Number) m.getValue()).doubleValue()));
+                }
+            }
         }
         return out;
     }
@@ -307,15 +324,6 @@ public final class Recommender implements AutoCloseable {
             return b.toString();
         } catch (NoSuchAlgorithmException e) {
             throw new IllegalStateException(e);
-        }
-    }
-
-    private static void flatten(String prefix, Object v, List<String> out) {
-        if (v instanceof Map) {
-            for (Map.Entry<?, ?> e : ((Map<?, ?>) v).entrySet()) flatten(prefix + "." + e.getKey(), e.getValue(), out);
-        } else if (v instanceof Number) {
-            double d = ((Number) v).doubleValue();
-            out.add(prefix + ": " + (v instanceof Long ? String.valueOf(v) : String.format("%.4f", d)));
         }
     }
 

@@ -72,7 +72,20 @@ public final class RecommenderJvmTest {
         System.out.println("onnxruntime Java " + Recommender.ortVersion() + " vs Python onnxruntime " + fixture.get("onnxruntime"));
         final double tol = 1e-4;
 
-        Recommender rec = Recommender.load(opener(dir, null, null), 1);
+        Recommender loaded = null;
+        try {
+            loaded = Recommender.load(opener(dir, null, null), 1);
+        } catch (Recommender.ArtifactException e) {
+            check("load " + dir, () -> { throw e; });  // reported as a failure, not a crash
+            System.out.println(passed + " passed, " + failed + " failed");
+            System.exit(1);
+        }
+        final Recommender rec = loaded;
+        System.out.println("accuracy figures: " + rec.accuracyFigures());
+        if (rec.manifest().get("evaluation") != null) {
+            check("manifest accuracy figures are readable", () ->
+                    require(rec.accuracyFigures().toString().contains("HR@10"), "no HR@10 in " + rec.accuracyFigures()));
+        }
         List<?> sessions = (List<?>) fixture.get("sessions");
         check("catalogue matches items.txt (" + rec.numItems() + " items)", () -> {
             require(rec.numItems() == ((Number) fixture.get("num_items")).intValue(), "num_items differs");
