@@ -69,7 +69,8 @@ pip_fetch() {  # pip_fetch SPEC FILE SHA
   mkdir -p "$DL"
   if [ ! -f "$DL/$2" ]; then
     log "fetching $2 (PyPI)"
-    "$PY" -m pip download -q --no-deps --only-binary=:all: "$1" -d "$DL" >/dev/null || die "pip download $1 failed"
+    "$PY" -m pip download -q --no-deps --only-binary=:all: "$1" -d "$DL" >"$DL/pip.log" 2>&1 \
+      || { cat "$DL/pip.log" >&2; die "pip download $1 failed"; }
   fi
   check_sha "$DL/$2" "$3"
 }
