@@ -62,8 +62,11 @@ public class MainActivity extends Activity {
 
     @Override
     protected void onDestroy() {
-        worker.shutdownNow();
-        if (rec != null) rec.close();
+        // Close on the worker, after any inference already queued: never under a running session.
+        worker.execute(() -> {
+            if (rec != null) rec.close();
+        });
+        worker.shutdown();
         super.onDestroy();
     }
 
