@@ -113,8 +113,9 @@ def _manifest_field(manifest: dict, *names):
     return None
 
 
-def check_integrity(folder: Path) -> tuple[Check, dict | None, object]:
-    """(check, manifest or None, loaded onnx model or None). Raises VerifyInputError for a non-artifact."""
+def check_integrity(folder: Path) -> tuple[Check, dict | None, object, list[str] | None]:
+    """(check, manifest, onnx model, items); model is None when nothing can run. Raises
+    VerifyInputError for a directory that is not an artifact at all."""
     import onnx
 
     check = Check("integrity", "any", "files + graph")
@@ -126,7 +127,7 @@ def check_integrity(folder: Path) -> tuple[Check, dict | None, object]:
         manifest = A.read_manifest(folder)
     except A.ArtifactError as e:
         check.fail(str(e))
-        return check, None, None
+        return check, None, None, None
     with tempfile.TemporaryDirectory() as tmp:  # the manifest must be exactly what the exporter writes
         A.write_manifest(Path(tmp), manifest)
         if (Path(tmp) / A.MANIFEST_FILE).read_bytes() != (folder / A.MANIFEST_FILE).read_bytes():
@@ -137,7 +138,7 @@ def check_integrity(folder: Path) -> tuple[Check, dict | None, object]:
     for key in bad:
         check.fail(f"{A.MANIFEST_FILE}: field '{key}' is missing or not a positive integer")
     if bad:  # nothing below can be interpreted without them
-        return check, None, None
+        return check, None, None, None
 
     files = manifest.get("files")
     if not isinstance(files, dict) or A.MODEL_FILE not in files or A.ITEMS_FILE not in files:
@@ -155,8 +156,13 @@ def check_integrity(folder: Path) -> tuple[Check, dict | None, object]:
             check.fail(f"{name}: sha256 differs from the manifest")
 
     num_items = manifest.get("num_items")
+    items = None
     if (folder / A.ITEMS_FILE).is_file():
-        items = A.read_items(folder)
+        try:
+            items = A.read_items(folder)
+        except UnicodeDecodeError as e:
+            check.fail(f"{A.ITEMS_FILE}: not valid UTF-8 text (byte {e.start})")
+            return check, manifest, None, None
         if len(items) != num_items:
             check.fail(f"{A.ITEMS_FILE}: {len(items)} lines, manifest num_items is {num_items}")
         if len(set(items)) != len(items):
@@ -166,16 +172,16 @@ def check_integrity(folder: Path) -> tuple[Check, dict | None, object]:
     model_path = folder / A.MODEL_FILE
     if not model_path.is_file():
         check.fail(f"{A.MODEL_FILE}: missing")
-        return check, manifest, None
+        return check, manifest, None, items
     try:
         model = onnx.load(str(model_path))
         onnx.checker.check_model(model)
     except Exception as e:  # protobuf's DecodeError and onnx's ValidationError share no useful base
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         check.fail(f"{A.MODEL_FILE}: not a loadable ONNX graph (truncated or corrupted?): {first}")
-        return check, manifest, None
+        return check, manifest, None, items
     _check_graph(check, model, manifest)
-    return check, manifest, model
+    return check, manifest, model if items is not None else None, items
 
 
 def _check_graph(check: Check, model, manifest: dict) -> None:
@@ -511,12 +517,11 @@ def verify(folder: str | Path, ckpt: str | Path | None = None, data: str | Path 
     folder = Path(folder)
     host = f"{platform.machine()} onnxruntime {ort.__version__}"
     tolerance = f"|score diff| <= {SCORE_RTOL:g} x max(1, |top score of the row|); ids equal unless tied"
-    integrity, manifest, model = check_integrity(folder)
+    integrity, manifest, model, items = check_integrity(folder)
     checks = [integrity]
     if model is None:
         return Report(str(folder), checks, [], tolerance)
 
-    items = A.read_items(folder)
     num_items, max_len, top_k = len(items), int(manifest["max_session_length"]), int(manifest["top_k"])
     real, real_name = real_sessions(manifest, items, Path(data) if data else None, sessions)
     cases = build_cases(num_items, max_len, real, real_name)
