@@ -74,3 +74,25 @@ def tiny_checkpoints(tmp_path_factory, diginetica):
     save_checkpoint(teacher, folder / "teacher.pt")
     save_checkpoint(student_from_teacher(teacher), folder / "student.pt")
     return folder / "teacher.pt", folder / "student.pt"
+
+
+@pytest.fixture(scope="session")
+def built(tiny_checkpoints, tmp_path_factory):
+    """Artifacts built from the tiny checkpoints: {"int8": DIR, "fp32": DIR, "teacher": DIR}.
+
+    The int8 one goes through the CLI with --eval-data and --ort, the others through the library.
+    """
+    import subprocess
+    import sys
+
+    from odrec_export.export import BuildOptions, build
+
+    teacher, student = tiny_checkpoints
+    root = tmp_path_factory.mktemp("artifacts")
+    r = subprocess.run([sys.executable, "-m", "odrec_export.cli", "build", "--ckpt", str(student), "--out",
+                        str(root / "int8"), "--eval-data", str(DIGINETICA), "--ort"],
+                       capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    build(student, root / "fp32", BuildOptions(quant="fp32"))
+    build(teacher, root / "teacher", BuildOptions(quant="fp32"))
+    return {"int8": root / "int8", "fp32": root / "fp32", "teacher": root / "teacher", "cli_stdout": r.stdout}

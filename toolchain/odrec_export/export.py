@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -102,6 +103,8 @@ def export_encoder(frozen: FrozenModel, simplify: bool = True) -> tuple[onnx.Mod
     ids = torch.arange(1, 2 * length + 1, dtype=torch.int64).view(2, length) % (frozen.num_items + 1)
     vecs = torch.randn(2, length, frozen.dim)
     batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("seq", min=1, max=frozen.max_len)
+    # The exporter logs (e.g. "torchvision is not installed") through handlers bound to the real stderr.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(core, (vecs, ids), dynamo=True, external_data=False, opset_version=OPSET,
@@ -348,8 +351,8 @@ def evaluate_onnx(session, samples, max_len: int, ks=(5, 10, 20), batch_size: in
     return metrics_from_ranks(np.concatenate(ranks), [k for k in ks if k <= ids.shape[1]])
 
 
-def _eval_block(frozen: FrozenModel, model: onnx.ModelProto, fp32_model: onnx.ModelProto | None,
-                data_path: Path) -> dict:
+def _eval_block(frozen: FrozenModel, model: onnx.ModelProto, fp32_model, data_path: Path) -> dict:
+    """Metrics of ``model`` and, when ``fp32_model`` (a callable building it) is given, of the fp32 graph."""
     from .data import Vocabulary, load_sessions
     from .errors import DataError
     from .evaluate import remap_samples
@@ -361,7 +364,7 @@ def _eval_block(frozen: FrozenModel, model: onnx.ModelProto, fp32_model: onnx.Mo
     block = {"data": Path(data_path).name, "data_sha256": sessions.data_sha256, "samples": len(samples),
              "skipped_unknown_items": skipped, "metrics": evaluate_onnx(ort_session(model), samples, frozen.max_len)}
     if fp32_model is not None:
-        ref = evaluate_onnx(ort_session(fp32_model), samples, frozen.max_len)
+        ref = evaluate_onnx(ort_session(fp32_model()), samples, frozen.max_len)
         block["fp32_metrics"] = ref
         block["quantised_minus_fp32_points"] = {k: round(100 * (block["metrics"][k] - v), 4)
                                                for k, v in ref.items() if k != "samples"}
@@ -425,10 +428,6 @@ def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *
         log(f"note: {frozen.compressor!r} checkpoint has no codebooks; --quant {opts.quant} applies to nothing")
     log(f"exporting encoder and {'codes' if frozen.compressor == 'codes' else 'table'} head ...")
     model, notes = build_model(frozen, opts)
-    fp32_model = None
-    if eval_data is not None and frozen.compressor == "codes" and opts.quant != "fp32":
-        fp32_model, _ = build_model(frozen, BuildOptions(quant="fp32", top_k=opts.top_k, simplify=opts.simplify))
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     tmp.chmod(0o755)
@@ -440,9 +439,14 @@ def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *
             _write_ort(tmp)
             names.append(A.ORT_FILE)
         manifest = _manifest(frozen, model, opts, notes, A.describe_files(tmp, names))
+        manifest["source_checkpoint"] = {"path": str(ckpt), "sha256": frozen.checkpoint_sha256}
         if eval_data is not None:
             log("evaluating the built graph through onnxruntime ...")
-            manifest["evaluation"] = _eval_block(frozen, model, fp32_model, Path(eval_data))
+            fp32 = None
+            if frozen.compressor == "codes" and opts.quant != "fp32":
+                def fp32():
+                    return build_model(frozen, BuildOptions(quant="fp32", top_k=opts.top_k, simplify=opts.simplify))[0]
+            manifest["evaluation"] = _eval_block(frozen, model, fp32, Path(eval_data))
         A.write_manifest(tmp, manifest)
         _replace_dir(tmp, out)
     except BaseException:

@@ -1,0 +1,234 @@
+"""odrec-export build: the artifact contract, exactness against PyTorch, compactness after onnxruntime's
+optimisations, determinism, atomicity and one-line errors. Real data: the Diginetica sample."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from conftest import needs_shared
+from odrec_export import artifact as A
+from odrec_export.checkpoint import load_checkpoint
+from odrec_export.data import pad_batch
+from odrec_export.export import BuildOptions, build, ort_session
+from odrec_export.models.registry import model_from_checkpoint
+
+pytestmark = needs_shared
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "odrec_export.cli", *args], capture_output=True, text=True,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+
+
+def assert_one_line_error(result, code: int, *needles: str):
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    for n in needles:
+        assert n in lines[0]
+
+
+def run(folder, ids) -> tuple[np.ndarray, np.ndarray]:
+    return tuple(ort_session(folder / A.MODEL_FILE).run(None, {A.INPUT_NAME: np.asarray(ids, dtype=np.int64)}))
+
+
+# --------------------------------------------------------------------------- contract
+
+
+def test_files_manifest_and_items(built, tiny_checkpoints):
+    folder = built["int8"]
+    assert sorted(p.name for p in folder.iterdir()) == ["items.txt", "manifest.json", "model.onnx", "model.ort"]
+    m = A.validate(folder)
+    ckpt = load_checkpoint(tiny_checkpoints[1])
+    assert A.read_items(folder) == [str(v) for v in ckpt.vocab]  # line i = raw id of index i
+    assert m["num_items"] == len(ckpt.vocab) and m["top_k"] == 20
+    assert m["max_session_length"] == ckpt.config["encoder"]["max_len"]
+    assert m["compressor"] == {"name": "codes", "M": 4, "K": 16, "d": 32, "code_dtype": "uint8"}
+    assert m["quantisation"]["scheme"] == "int8"
+    assert 18 <= m["opset"] <= 20 and m["ir_version"] <= 9
+    assert m["source_checkpoint_sha256"] == A.file_sha256(tiny_checkpoints[1])
+    assert set(m["files"]) == {"model.onnx", "items.txt", "model.ort"}
+    assert {"onnxruntime", "onnx", "torch", "onnxsim", "odrec_export"} <= set(m["versions"])
+    assert [i["name"] for i in m["inputs"]] == ["item_ids"]
+    assert [(o["name"], o["dtype"]) for o in m["outputs"]] == [("top_ids", "int64"), ("top_scores", "float32")]
+
+
+def test_graph_names_dtypes_dynamic_axes(built):
+    model = onnx.load(str(built["int8"] / A.MODEL_FILE))
+    assert model.ir_version <= 9 and 18 <= model.opset_import[0].version <= 20
+    (inp,) = model.graph.input
+    assert inp.name == "item_ids" and inp.type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert [d.dim_param for d in inp.type.tensor_type.shape.dim] == ["batch", "seq"]
+    outs = {o.name: o.type.tensor_type for o in model.graph.output}
+    assert outs["top_ids"].elem_type == onnx.TensorProto.INT64
+    assert outs["top_scores"].elem_type == onnx.TensorProto.FLOAT
+    n = A.read_manifest(built["int8"])["num_items"]
+    for batch, seq in ((1, 1), (3, 7), (2, 50)):
+        ids, scores = run(built["int8"], np.random.default_rng(batch).integers(1, n + 1, size=(batch, seq)))
+        assert ids.shape == scores.shape == (batch, 20) and ids.dtype == np.int64 and scores.dtype == np.float32
+        assert ((ids >= 1) & (ids <= n)).all() and (np.diff(scores, axis=1) <= 0).all()
+        assert all(len(set(row)) == 20 for row in ids)
+
+
+@pytest.mark.parametrize("kind", ["int8", "teacher"])
+def test_padding_out_of_range_and_overlong(built, kind):
+    folder = built[kind]
+    m = A.read_manifest(folder)
+    n, max_len = m["num_items"], m["max_session_length"]
+    session = [5, 17, 3, 42, 8]
+    ref_ids, ref_scores = run(folder, [session])
+    variants = [[0, 0, 0] + session, session + [0, 0], [5, 0, 17, 0, 0, 3, 42, 0, 8],  # padding anywhere
+                [-3, 5, 17, n + 1, 3, 42, 10**12, 8, -(10**12)]]  # out-of-range ids are padding
+    width = max(len(v) for v in variants)
+    batch = np.array([v + [0] * (width - len(v)) if i == 1 else [0] * (width - len(v)) + v
+                      for i, v in enumerate(variants)])
+    ids, scores = run(folder, batch)
+    for row in range(len(variants)):
+        assert (ids[row] == ref_ids[0]).all()
+        np.testing.assert_allclose(scores[row], ref_scores[0], rtol=1e-5, atol=1e-6)
+    # over-long: only the most recent max_len items count
+    long = list(np.random.default_rng(0).integers(1, n + 1, size=max_len + 15))
+    ids_long, scores_long = run(folder, [long])
+    ids_tail, scores_tail = run(folder, [long[-max_len:]])
+    assert (ids_long == ids_tail).all()
+    np.testing.assert_allclose(scores_long, scores_tail, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["int8", "fp32", "teacher"])
+def test_all_padding_gives_a_valid_deterministic_top_k(built, kind):
+    n = A.read_manifest(built[kind])["num_items"]
+    batch = np.array([[0, 0, 0, 0], [0, -1, n + 5, 0], [0, 0, 0, 3]])
+    ids, scores = run(built[kind], batch)
+    again, _ = run(built[kind], batch)
+    assert (ids == again).all() and np.isfinite(scores).all()
+    assert ((ids >= 1) & (ids <= n)).all()
+    assert (ids[0] == ids[1]).all()
+
+
+# --------------------------------------------------------------------------- exactness
+
+
+@pytest.mark.parametrize("kind,ckpt_index", [("fp32", 1), ("teacher", 0)])
+def test_fp32_graph_matches_pytorch_on_real_sessions(built, tiny_checkpoints, diginetica, kind, ckpt_index):
+    model = model_from_checkpoint(load_checkpoint(tiny_checkpoints[ckpt_index]))
+    max_len = model.encoder.cfg.max_len
+    prefixes = [p for p, _ in diginetica.test_samples] + [p for p, _ in diginetica.valid_samples[:100]]
+    ids = pad_batch(prefixes, max_len)
+    top_ids, top_scores = run(built[kind], ids)
+    with torch.no_grad():
+        ref_scores, ref_ids = model.scores(torch.from_numpy(ids)).topk(20)
+    assert (top_ids == ref_ids.numpy()).all()
+    np.testing.assert_allclose(top_scores, ref_scores.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_int8_is_close_to_fp32_and_evaluated(built):
+    ev = A.read_manifest(built["int8"])["evaluation"]
+    assert ev["samples"] > 50 and set(ev["metrics"]) >= {"HR@10", "NDCG@10", "MRR@20"}
+    assert abs(ev["quantised_minus_fp32_points"]["HR@10"]) <= 3.0
+    assert "HR" in built["cli_stdout"] and "quantised - fp32" in built["cli_stdout"]
+    n = A.read_manifest(built["int8"])["num_items"]
+    batch = np.random.default_rng(1).integers(1, n + 1, size=(64, 6))
+    q, _ = run(built["int8"], batch)
+    f, _ = run(built["fp32"], batch)
+    overlap = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(q, f)])
+    assert overlap >= 0.9
+
+
+def test_ort_file_loads_and_matches(built):
+    batch = pad_batch([[1, 2, 3], [7, 8]], 5)
+    onnx_out = run(built["int8"], batch)
+    ort_out = ort_session(built["int8"] / A.ORT_FILE).run(None, {A.INPUT_NAME: batch})
+    assert (onnx_out[0] == ort_out[0]).all()
+    np.testing.assert_allclose(onnx_out[1], ort_out[1], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- no N×d table anywhere
+
+
+def _largest_tensors(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
+    """name → (elements, dtype) of every initializer and Constant node."""
+    out = {i.name: (int(np.prod(i.dims)), i.data_type) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            t = numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].type == onnx.AttributeProto.TENSOR else None
+            if t is not None:
+                out[node.output[0]] = (t.size, 0)
+    return out
+
+
+def test_no_item_table_in_file_or_in_onnxruntimes_optimised_graph(built, tmp_path):
+    import onnxruntime as ort
+
+    m = A.read_manifest(built["int8"])
+    n, d, mm = m["num_items"], m["compressor"]["d"], m["compressor"]["M"]
+    results = {}
+    for kind in ("int8", "fp32", "teacher"):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.optimized_model_filepath = str(tmp_path / f"{kind}.optimised.onnx")
+        ort.InferenceSession(str(built[kind] / A.MODEL_FILE), so, providers=["CPUExecutionProvider"])
+        results[kind] = [_largest_tensors(onnx.load(str(built[kind] / A.MODEL_FILE))),
+                         _largest_tensors(onnx.load(so.optimized_model_filepath))]
+    for kind in ("int8", "fp32"):
+        for tensors in results[kind]:
+            assert max(e for e, _ in tensors.values()) < n * d
+            # the codes stay 1 byte each: no int32/int64 copy of the N×M codes was folded in
+            wide = [name for name, (e, t) in tensors.items()
+                    if e >= n * mm and t in (onnx.TensorProto.INT32, onnx.TensorProto.INT64)]
+            assert wide == []
+    # the check can fail: the uncompressed teacher graph does hold an (N+1)×d table
+    assert max(e for e, _ in results["teacher"][1].values()) >= n * d
+    assert (built["int8"] / A.MODEL_FILE).stat().st_size < (built["teacher"] / A.MODEL_FILE).stat().st_size
+
+
+# --------------------------------------------------------------------------- determinism, atomicity, errors
+
+
+def test_same_checkpoint_and_options_give_byte_identical_files(built, tiny_checkpoints, tmp_path):
+    build(tiny_checkpoints[1], tmp_path / "again", BuildOptions(quant="fp32"))
+    for name in ("model.onnx", "items.txt", "manifest.json"):
+        assert (tmp_path / "again" / name).read_bytes() == (built["fp32"] / name).read_bytes(), name
+
+
+def test_failed_build_leaves_nothing_and_force_replaces(tiny_checkpoints, tmp_path):
+    bad_data = tmp_path / "empty.csv"
+    bad_data.write_text("")
+    out = tmp_path / "art"
+    r = cli("build", "--ckpt", str(tiny_checkpoints[1]), "--out", str(out), "--eval-data", str(bad_data))
+    assert_one_line_error(r, 1, "empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.csv"]  # no DIR, no temp dir
+    # an existing artifact survives a failed --force rebuild untouched
+    out.mkdir()
+    (out / "keep.txt").write_text("old")
+    r = cli("build", "--ckpt", str(tiny_checkpoints[1]), "--out", str(out), "--force", "--eval-data", str(bad_data))
+    assert_one_line_error(r, 1)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    r = cli("build", "--ckpt", str(tiny_checkpoints[0]), "--out", str(out), "--force", "--no-simplify")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["items.txt", "manifest.json", "model.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "empty.csv"]
+
+
+def test_bad_inputs_are_one_line_errors(tiny_checkpoints, tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    assert_one_line_error(cli("build", "--ckpt", str(junk), "--out", str(tmp_path / "a")), 1, "junk.pt")
+    assert_one_line_error(cli("build", "--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "a")), 1,
+                          "missing.pt")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("x")
+    assert_one_line_error(cli("build", "--ckpt", str(tiny_checkpoints[1]), "--out", str(full)), 1, "not empty", "--force")
+    assert_one_line_error(cli("build", "--ckpt", str(tiny_checkpoints[1]), "--out", str(tmp_path / "b"),
+                              "--quant", "int3"), 2, "--quant", "int3")
+    assert_one_line_error(cli("build", "--ckpt", str(tiny_checkpoints[1]), "--out", str(tmp_path / "b"),
+                              "--top-k", "0"), 2, "--top-k")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "junk.pt"]
