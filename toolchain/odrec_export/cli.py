@@ -218,6 +218,69 @@ def verify(
     raise typer.Exit(report.exit_code)
 
 
+@app.command()
+@one_line_errors
+def build(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Student (codes) or teacher (none) checkpoint."),
+    out: Path = typer.Option(..., "--out", help="Artifact directory to write (atomically)."),
+    quant: str = typer.Option("int8", help="Codebook quantisation: int8 (per-row scale) or fp32."),
+    top_k: int = typer.Option(20, "--top-k", help="How many items the graph returns."),
+    ort_format: bool = typer.Option(False, "--ort", help="Also write model.ort (onnxruntime mobile format)."),
+    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxsim (kept only when it does not grow the file)."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Evaluate the built graph on this data's test samples."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out directory."),
+):
+    """Freeze a checkpoint into an ONNX artifact: model.onnx, items.txt, manifest.json [, model.ort]."""
+    from .export import BuildOptions, build as run_build
+    from .metrics import format_table
+
+    opts = BuildOptions(quant=quant, top_k=top_k, ort=ort_format, simplify=simplify)
+    manifest = run_build(ckpt, out, opts, force=force, eval_data=eval_data, log=typer.echo)
+    for name, info in manifest["files"].items():
+        typer.echo(f"{name:<12} {info['bytes']:>12,} bytes  sha256 {info['sha256'][:16]}…")
+    ev = manifest.get("evaluation")
+    if ev:
+        ks = [k for k in (5, 10, 20) if f"HR@{k}" in ev["metrics"]]
+        typer.echo(f"artifact ({manifest['quantisation']['scheme']}) through onnxruntime:\n" + format_table(ev["metrics"], ks))
+        if "quantised_minus_fp32_points" in ev:
+            d = ev["quantised_minus_fp32_points"]
+            typer.echo(f"quantised - fp32: HR@10 {d.get('HR@10', 0):+.2f} NDCG@10 {d.get('NDCG@10', 0):+.2f} points")
+    typer.echo(f"wrote {out}")
+
+
+@app.command("size-report")
+@one_line_errors
+def size_report_cmd(
+    folder: Path = typer.Argument(..., help="Artifact directory written by build."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Build the fp32-table baseline from this checkpoint "
+                                            "(default: computed from the artifact's own sizes)."),
+):
+    """Bytes per part, compression ratios vs an fp32 N×d item table, resident memory after loading."""
+    from .report import format_size_report, size_report
+
+    r = size_report(folder, baseline_ckpt=baseline)
+    typer.echo(json.dumps(r, sort_keys=True) if as_json else format_size_report(r))
+
+
+@app.command()
+@one_line_errors
+def bench(
+    folder: Path = typer.Argument(..., help="Artifact directory written by build."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    runs: int = typer.Option(300, min=5, help="Timed runs per model and setting (after warm-up)."),
+    warmup: int = typer.Option(30, min=1, help="Untimed runs first."),
+    quick: bool = typer.Option(False, "--quick", help="60 runs, 10 warm-up, 30 inferences for memory."),
+):
+    """Latency and memory of the artifact vs the same model with an fp32 N×d table (onnxruntime CPU)."""
+    from .report import bench as run_bench, format_bench
+
+    if quick:
+        runs, warmup = 60, 10
+    r = run_bench(folder, runs=runs, warmup=warmup, memory_runs=30 if quick else 100)
+    typer.echo(json.dumps(r, sort_keys=True) if as_json else format_bench(r))
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 
