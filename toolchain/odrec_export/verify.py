@@ -17,9 +17,9 @@ Inputs: real sessions (from ``--data``, or sampled from items.txt) plus edge cas
 
 from __future__ import annotations
 
-import json
 import platform
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,6 +49,7 @@ class Check:
     max_score_diff: float | None = None
     topk: str | None = None  # e.g. "312/312 identical" or "310/312 identical, 2 tie swaps"
     details: list[str] = field(default_factory=list)
+    seconds: float | None = None  # wall time of the run this check compared (the guest process for arm64)
 
     def fail(self, message: str) -> None:
         self.status = FAIL
@@ -527,8 +528,11 @@ def verify(folder: str | Path, ckpt: str | Path | None = None, data: str | Path 
     cases = build_cases(num_items, max_len, real, real_name)
     model_path = folder / A.MODEL_FILE
     log(f"verify: {sum(len(c.ids) for c in cases)} sessions in {len(cases)} batches on {host}")
+    t0 = time.perf_counter()
     x86 = run_host(model_path, cases)
+    x86_seconds = round(time.perf_counter() - t0, 2)
     checks.append(check_contract(cases, x86, run_host(model_path, cases[:1])[0], num_items, top_k, host))
+    checks[-1].seconds = x86_seconds
 
     ckpt_path, why_not = _reference_checkpoint(folder, manifest, Path(ckpt) if ckpt else None)
     ref_platform = f"{host} vs PyTorch"
@@ -567,6 +571,7 @@ def _arm_checks(model_path: Path, cases, x86, cache, cpus, mirror, log) -> list[
             continue
         outs = [r.outputs if r.outputs is not None else f"onnxruntime aarch64 failed: {r.error}" for r in run.results]
         check = _parity_check("arm64", cpu, name, cases, x86, outs)
+        check.seconds = round(run.wall_seconds, 2)
         if run.machine != "aarch64":
             check.fail(f"guest reports machine {run.machine!r}, not aarch64")
         checks.append(check)
