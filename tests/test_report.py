@@ -1,0 +1,101 @@
+"""size-report and bench on artifacts built from the tiny real checkpoints (see conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+
+from conftest import needs_shared
+from odrec_export import artifact as A
+from odrec_export.export import ort_session
+from odrec_export.report import baseline_graph, decode_item_table
+
+pytestmark = needs_shared
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "odrec_export.cli", *args], capture_output=True, text=True,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+
+
+def test_size_report_accounts_for_every_byte(built):
+    r = cli("size-report", str(built["int8"]), "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    m = A.read_manifest(built["int8"])
+    n, c = m["num_items"], m["compressor"]
+    parts = rep["parts"]
+    assert parts["codebooks"] == c["M"] * c["K"] * c["d"]  # int8: one byte per value
+    assert parts["scales"] == c["M"] * c["K"] * 4
+    assert parts["codes"] == c["M"] * (n + 1)  # uint8 codes
+    assert parts["item table (fp32)"] == 0 and parts["encoder weights"] > 0 and parts["graph overhead"] > 0
+    on_disk = sum((built["int8"] / f).stat().st_size for f in ("model.onnx", "items.txt", "manifest.json"))
+    assert rep["total_bytes"] == sum(parts.values()) == on_disk
+    assert rep["fp32_item_table_bytes"] == (n + 1) * c["d"] * 4
+    assert rep["item_compression_ratio"] == rep["fp32_item_table_bytes"] / (
+        parts["codebooks"] + parts["codes"] + parts["scales"])
+    assert rep["artifact_compression_ratio"] > 1
+    assert rep["memory"]["load_rss_mib"] > 0
+    assert rep["model.ort_bytes"] == (built["int8"] / "model.ort").stat().st_size
+
+
+def test_size_report_text_and_baseline_checkpoint(built, tiny_checkpoints):
+    r = cli("size-report", str(built["int8"]), "--baseline", str(tiny_checkpoints[1]))
+    assert r.returncode == 0, r.stderr
+    for needle in ("encoder weights", "codebooks", "codes", "scales", "graph overhead", "items.txt",
+                   "manifest.json", "x smaller", "resident memory"):
+        assert needle in r.stdout
+    # a different checkpoint is refused in one line
+    r = cli("size-report", str(built["int8"]), "--baseline", str(tiny_checkpoints[0]))
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_teacher_artifact_reports_its_table(built):
+    rep = json.loads(cli("size-report", str(built["teacher"]), "--json").stdout)
+    m = A.read_manifest(built["teacher"])
+    assert rep["parts"]["item table (fp32)"] == (m["num_items"] + 1) * m["compressor"]["d"] * 4
+    assert rep["parts"]["codes"] == rep["parts"]["codebooks"] == 0
+
+
+def test_baseline_graph_is_the_same_model_with_a_full_table(built):
+    folder = built["int8"]
+    m = A.read_manifest(folder)
+    base = baseline_graph(folder, m)
+    table = decode_item_table(onnx.load(str(folder / A.MODEL_FILE)))
+    assert table.shape == (m["num_items"] + 1, m["compressor"]["d"])
+    assert {i.name for i in base.graph.initializer} >= {A.ITEM_TABLE}
+    assert A.CODES not in {i.name for i in base.graph.initializer}
+    batch = np.random.default_rng(0).integers(0, m["num_items"] + 1, size=(16, 9))
+    art = ort_session(folder / A.MODEL_FILE).run(None, {A.INPUT_NAME: batch})
+    ref = ort_session(base).run(None, {A.INPUT_NAME: batch})
+    assert (art[0] == ref[0]).all()
+    np.testing.assert_allclose(art[1], ref[1], rtol=1e-4, atol=1e-5)
+
+
+def test_bench_runs_both_models_side_by_side(built):
+    r = cli("bench", str(built["int8"]), "--json", "--runs", "20", "--warmup", "3")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    settings = {(x["threads"], x["seq_len"]) for x in rep["latency"]}
+    assert settings == {(1, 10), (1, 50), (2, 10), (2, 50)}
+    for x in rep["latency"]:
+        assert x["artifact_us"] > 0 and x["baseline_us"] > 0
+        assert abs(x["speedup"] - x["baseline_us"] / x["artifact_us"]) < 1e-9
+    assert rep["model_bytes"]["baseline"] > rep["model_bytes"]["artifact"]
+    for k in ("artifact", "baseline"):
+        assert rep["memory"][k]["runs"] == 100 and rep["memory"][k]["rss_growth_mib"] > 0
+    text = cli("bench", str(built["int8"]), "--quick")
+    assert text.returncode == 0 and "speedup" in text.stdout and "resident growth" in text.stdout
+
+
+def test_report_and_bench_errors_are_one_line(tmp_path):
+    for cmd in ("size-report", "bench"):
+        r = cli(cmd, str(tmp_path / "nope"))
+        assert r.returncode == 1 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        r = cli(cmd, str(tmp_path / "empty"))
+        assert r.returncode == 1 and "manifest.json" in r.stderr and len(r.stderr.strip().splitlines()) == 1
