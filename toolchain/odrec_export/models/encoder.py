@@ -97,11 +97,12 @@ class SessionEncoder(nn.Module):
     def forward(self, item_vectors: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         t = ids.shape[1]
         real = ids != 0
-        back = torch.arange(t - 1, -1, -1, device=ids.device)  # 0 = most recent slot
-        x = self.dropout(self.ln(item_vectors + self.pos(back).unsqueeze(0)))
-        causal = torch.ones(t, t, dtype=torch.bool, device=ids.device).tril()
+        slot = torch.arange(t, device=ids.device)
+        x = self.dropout(self.ln(item_vectors + self.pos((t - 1) - slot).unsqueeze(0)))  # 0 = most recent
+        query, key = slot.unsqueeze(1), slot.unsqueeze(0)
+        # Built from comparisons rather than tril/eye: older onnxruntime (Java 1.17) has no bool Trilu.
         # A padding query may still see itself, so no attention row is empty (no NaN).
-        allowed = causal & (real.unsqueeze(1) | torch.eye(t, dtype=torch.bool, device=ids.device))
+        allowed = (query >= key) & (real.unsqueeze(1) | (query == key))
         for block in self.blocks:
             x = block(x, allowed)
         return self.readout(x, real)
