@@ -34,11 +34,11 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def built(tiny_checkpoints, tmp_path_factory):
-    from odrec_export.export import build
+    from odrec_export.export import BuildOptions, build
 
     _, student = tiny_checkpoints
     out = tmp_path_factory.mktemp("verify") / "artifact"
-    build(student, out)
+    build(student, out, BuildOptions(ort=True))
     return out, student
 
 
@@ -80,6 +80,7 @@ def test_good_artifact_passes_on_x86_and_arm64(built):
     checks = report["checks"]
     assert checks["integrity"]["any"]["status"] == PASS
     assert checks["contract"]["x86_64"]["status"] == PASS
+    assert checks["ort-format"]["x86_64"]["status"] == PASS  # model.ort answers like model.onnx
     ref = checks["reference"]["x86_64"]
     assert ref["status"] == PASS and ref["max_score_diff"] < 1e-4
     arm = checks["arm64"]
@@ -133,7 +134,7 @@ def test_arm_reported_not_checked_when_runtime_cannot_be_provisioned(built, tmp_
 # --------------------------------------------------------------------------- damage
 
 
-@pytest.mark.parametrize("name", [A.MODEL_FILE, A.ITEMS_FILE])
+@pytest.mark.parametrize("name", [A.MODEL_FILE, A.ITEMS_FILE, A.ORT_FILE])
 @pytest.mark.parametrize("where", [0.0, 0.5, 0.999])
 def test_flipped_byte_fails_naming_the_file(damaged, built, name, where):
     flip_byte(damaged / name, where)

@@ -324,16 +324,18 @@ def real_sessions(manifest: dict, items: list[str], data: Path | None, count: in
 # --------------------------------------------------------------------------- running and comparing
 
 
-def _session(model_bytes: bytes):
+def _session(model: bytes | str):
+    """onnxruntime CPU, one thread (bitwise results may change with the thread count)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 def run_host(model_path: Path, cases: list[Case]) -> list[dict[str, np.ndarray]]:
-    sess = _session(model_path.read_bytes())
+    sess = _session(str(model_path))  # a path, so that onnxruntime tells .ort from .onnx
     names = [o.name for o in sess.get_outputs()]
     return [dict(zip(names, sess.run(None, {A.INPUT_NAME: c.ids}))) for c in cases]
 
@@ -533,6 +535,15 @@ def verify(folder: str | Path, ckpt: str | Path | None = None, data: str | Path 
     x86_seconds = round(time.perf_counter() - t0, 2)
     checks.append(check_contract(cases, x86, run_host(model_path, cases[:1])[0], num_items, top_k, host))
     checks[-1].seconds = x86_seconds
+
+    if A.ORT_FILE in manifest.get("files", {}) and (folder / A.ORT_FILE).is_file():
+        label = f"{host}, {A.ORT_FILE} vs {A.MODEL_FILE}"
+        try:
+            ort_out = run_host(folder / A.ORT_FILE, cases)
+            checks.append(_parity_check("ort-format", "x86_64", label, cases, x86, ort_out))
+        except Exception as e:  # onnxruntime's own exception types; any of them means "refused"
+            checks.append(Check("ort-format", "x86_64", label, FAIL,
+                                details=[f"{A.ORT_FILE}: onnxruntime refuses it: {str(e).strip()[:160]}"]))
 
     ckpt_path, why_not = _reference_checkpoint(folder, manifest, Path(ckpt) if ckpt else None)
     ref_platform = f"{host} vs PyTorch"
