@@ -160,6 +160,15 @@ def test_edited_manifest_value_fails(damaged):
     assert any("manifest num_items" in d for d in failures(report)["integrity"])
 
 
+def test_manifest_claiming_another_quantisation_fails(damaged):
+    manifest = json.loads((damaged / A.MANIFEST_FILE).read_text())
+    assert manifest["quantisation"]["scheme"] == "int8"
+    manifest["quantisation"]["scheme"] = "fp32"
+    A.write_manifest(damaged, manifest)
+    report = verify(damaged, sessions=8, arm=False)
+    assert f"{A.MODEL_FILE}: manifest quantisation fp32 but codebooks are int8" in failures(report)["integrity"]
+
+
 def test_swapped_items_lines_fail(damaged, built):
     lines = (damaged / A.ITEMS_FILE).read_text().splitlines()
     lines[0], lines[1] = lines[1], lines[0]

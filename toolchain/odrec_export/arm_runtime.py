@@ -157,6 +157,11 @@ class ArmRuntime:
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
         self.info = json.loads((self.root / "runtime.json").read_text())
+        missing = [p for p in (self.qemu, self.root / "sysroot" / GUEST_PYTHON, self.root / "site/onnxruntime")
+                   if not p.exists()]
+        if missing:
+            raise ArmUnavailable(f"{self.root}: incomplete ARM64 runtime ({missing[0].name} missing); "
+                                 "remove the dir to re-provision")
 
     @property
     def qemu(self) -> Path:

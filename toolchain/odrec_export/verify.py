@@ -107,13 +107,6 @@ class Report:
 # --------------------------------------------------------------------------- 1. integrity
 
 
-def _manifest_field(manifest: dict, *names):
-    for n in names:
-        if n in manifest:
-            return manifest[n]
-    return None
-
-
 def check_integrity(folder: Path) -> tuple[Check, dict | None, object, list[str] | None]:
     """(check, manifest, onnx model, items); model is None when nothing can run. Raises
     VerifyInputError for a directory that is not an artifact at all."""
@@ -147,6 +140,9 @@ def check_integrity(folder: Path) -> tuple[Check, dict | None, object, list[str]
         files = files if isinstance(files, dict) else {}
     for name, info in sorted(files.items()):
         path = folder / name
+        if Path(name).name != name or name in (".", "..") or not isinstance(info, dict):
+            check.fail(f"{A.MANIFEST_FILE}: malformed 'files' entry {name!r}")
+            continue
         if not path.is_file():
             check.fail(f"{name}: listed in the manifest but missing")
             continue
@@ -191,12 +187,12 @@ def _check_graph(check: Check, model, manifest: dict) -> None:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if not A.MIN_OPSET <= (opset or 0) <= A.MAX_OPSET:
         check.fail(f"{A.MODEL_FILE}: opset {opset} outside {A.MIN_OPSET}..{A.MAX_OPSET}")
-    m_opset = _manifest_field(manifest, "opset", "onnx_opset")
+    m_opset = manifest.get("opset")
     if m_opset is not None and m_opset != opset:
         check.fail(f"{A.MODEL_FILE}: opset {opset} != manifest opset {m_opset}")
     if model.ir_version > A.MAX_IR_VERSION:
         check.fail(f"{A.MODEL_FILE}: IR version {model.ir_version} > {A.MAX_IR_VERSION}")
-    m_ir = _manifest_field(manifest, "ir_version", "onnx_ir_version")
+    m_ir = manifest.get("ir_version")
     if m_ir is not None and m_ir != model.ir_version:
         check.fail(f"{A.MODEL_FILE}: IR version {model.ir_version} != manifest ir_version {m_ir}")
 
@@ -213,7 +209,7 @@ def _check_graph(check: Check, model, manifest: dict) -> None:
         want_plain = [{"name": w["name"], "dtype": w["dtype"], "rank": len(w["shape"])} for w in want]
         if sorted(got, key=lambda x: x["name"]) != sorted(want_plain, key=lambda x: x["name"]):
             check.fail(f"{A.MODEL_FILE}: {role}s {got} differ from the contract {want_plain}")
-        listed = _manifest_field(manifest, role + "s")
+        listed = manifest.get(role + "s")
         if isinstance(listed, list):
             plain = [{"name": x.get("name"), "dtype": x.get("dtype")} for x in listed if isinstance(x, dict)]
             if sorted(plain, key=str) != sorted(({"name": g["name"], "dtype": g["dtype"]} for g in got), key=str):
@@ -234,6 +230,8 @@ def _check_graph(check: Check, model, manifest: dict) -> None:
         books = numpy_helper.to_array(inits[A.CODEBOOKS]) if A.CODEBOOKS in inits else None
         quant = quant_scheme(manifest)
         comp = manifest.get("compressor") if isinstance(manifest.get("compressor"), dict) else {}
+        if quant not in A.QUANT_SCHEMES:
+            check.fail(f"{A.MANIFEST_FILE}: quantisation scheme {quant!r} is not one of {', '.join(A.QUANT_SCHEMES)}")
         if books is None:
             check.fail(f"{A.MODEL_FILE}: no '{A.CODEBOOKS}' initializer next to the codes")
         elif {"M", "K", "d"} <= comp.keys() and (codes_shape[0], books.shape) != (comp["M"], (comp["M"] * comp["K"], comp["d"])):
@@ -252,10 +250,9 @@ def _check_graph(check: Check, model, manifest: dict) -> None:
 
 
 def quant_scheme(manifest: dict) -> str | None:
-    q = _manifest_field(manifest, "quantisation", "quantization", "quant")
-    if isinstance(q, dict):
-        q = _manifest_field(q, "codebooks", "scheme", "name")
-    return q
+    """The codebook quantisation the manifest declares ("int8", "fp32"), or None."""
+    q = manifest.get("quantisation")
+    return q.get("scheme") if isinstance(q, dict) else None
 
 
 # --------------------------------------------------------------------------- inputs
@@ -437,9 +434,8 @@ def _parity_check(name: str, platform_key: str, label: str, cases, reference: li
 
 def _reference_checkpoint(folder: Path, manifest: dict, ckpt: Path | None) -> tuple[Path | None, str | None]:
     """(checkpoint path, or None with the reason it is not available)."""
-    info = _manifest_field(manifest, "checkpoint", "source_checkpoint")
-    want_sha = (info.get("sha256") if isinstance(info, dict)
-                else _manifest_field(manifest, "source_checkpoint_sha256", "checkpoint_sha256"))
+    info = manifest.get("source_checkpoint")
+    want_sha = info.get("sha256") if isinstance(info, dict) else manifest.get("source_checkpoint_sha256")
     if ckpt is not None:
         if not Path(ckpt).is_file():
             raise VerifyInputError(f"--ckpt {ckpt}: no such file")
