@@ -321,18 +321,20 @@ def real_sessions(manifest: dict, items: list[str], data: Path | None, count: in
 # --------------------------------------------------------------------------- running and comparing
 
 
-def _session(model: bytes | str):
+def _session(model: bytes | str, config: dict | None = None):
     """onnxruntime CPU, one thread (bitwise results may change with the thread count)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(key, value)
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
-def run_host(model_path: Path, cases: list[Case]) -> list[dict[str, np.ndarray]]:
-    sess = _session(str(model_path))  # a path, so that onnxruntime tells .ort from .onnx
+def run_host(model_path: Path, cases: list[Case], config: dict | None = None) -> list[dict[str, np.ndarray]]:
+    sess = _session(str(model_path), config)  # a path, so that onnxruntime tells .ort from .onnx
     names = [o.name for o in sess.get_outputs()]
     return [dict(zip(names, sess.run(None, {A.INPUT_NAME: c.ids}))) for c in cases]
 
@@ -431,6 +433,18 @@ def _parity_check(name: str, platform_key: str, label: str, cases, reference: li
 
 # --------------------------------------------------------------------------- 2. reference (PyTorch)
 
+ACCURACY_LEVEL = "session.qdq_matmulnbits_accuracy_level"
+
+
+def _matmulnbits_hint(model_path: Path, cases, ref) -> str:
+    """int8 MatMul weights: onnxruntime fuses DequantizeLinear + MatMul into MatMulNBits, which at its
+    default accuracy level (4) also quantises the activations to int8. Say what level 1 (fp32
+    compute) would give, so the user knows whether the weights or the runtime's fusion differ."""
+    alt = _parity_check("reference", "x86_64", "", cases, ref, run_host(model_path, cases, {ACCURACY_LEVEL: "1"}))
+    return (f"hint: the graph has int8 MatMul weights; onnxruntime's MatMulNBits fusion quantises activations at "
+            f"its default accuracy level 4; with {ACCURACY_LEVEL}=1 the max score diff is "
+            f"{alt.max_score_diff:.2e} ({alt.status})")
+
 
 def _reference_checkpoint(folder: Path, manifest: dict, ckpt: Path | None) -> tuple[Path | None, str | None]:
     """(checkpoint path, or None with the reason it is not available)."""
@@ -455,8 +469,10 @@ def _reference_checkpoint(folder: Path, manifest: dict, ckpt: Path | None) -> tu
     return found, None
 
 
-def reference_outputs(ckpt_path: Path, manifest: dict, items: list[str], cases: list[Case]) -> list[dict]:
-    """Top-k of the PyTorch model, with the artifact's codebook quantisation and input rules."""
+def reference_outputs(ckpt_path: Path, manifest: dict, items: list[str], cases: list[Case],
+                      graph=None) -> list[dict]:
+    """Top-k of the PyTorch model, with the artifact's quantisation (codebooks, and the encoder's
+    Linear weights when the manifest says int8) and the contract's input rules."""
     import torch
 
     from .checkpoint import load_checkpoint
@@ -470,13 +486,15 @@ def reference_outputs(ckpt_path: Path, manifest: dict, items: list[str], cases: 
         raise VerifyInputError(str(e)) from None
     if [str(v) for v in ckpt.vocab] != items:
         bad = next((i for i, (a, b) in enumerate(zip(ckpt.vocab, items)) if str(a) != b), min(len(items), len(ckpt.vocab)))
-        raise _ItemsMismatch(f"{A.ITEMS_FILE}: line {bad + 1} does not match the checkpoint's vocabulary "
+        raise ReferenceMismatch(f"{A.ITEMS_FILE}: line {bad + 1} does not match the checkpoint's vocabulary "
                              f"({items[bad] if bad < len(items) else 'missing'!r} vs "
                              f"{str(ckpt.vocab[bad]) if bad < len(ckpt.vocab) else 'missing'!r})")
     quant = quant_scheme(manifest) or "fp32"
     if hasattr(model.items, "codebooks") and quant != "fp32":
         with torch.no_grad():
             model.items.codebooks.copy_(quantised_codebooks(model.items.codebooks.detach(), quant))
+    if str((manifest.get("quantisation") or {}).get("encoder", "fp32")).startswith("int8"):
+        _quantise_encoder_like_graph(model.encoder, graph)
     n, max_len, k = model.num_items, model.encoder.cfg.max_len, min(int(manifest["top_k"]), model.num_items)
     out = []
     with torch.no_grad():
@@ -488,8 +506,39 @@ def reference_outputs(ckpt_path: Path, manifest: dict, items: list[str], cases: 
     return out
 
 
-class _ItemsMismatch(Exception):
-    pass
+class ReferenceMismatch(Exception):
+    """The checkpoint cannot be the artifact's source: the reference check fails with this message."""
+
+
+def _quantise_encoder_like_graph(encoder, graph) -> None:
+    """Give every nn.Linear whose weight the graph stores as int8 the exporter's int8 round trip.
+
+    The graph says *which* weights are int8 (``<name>_int8`` + ``<name>_scale``, W as in × out, one
+    scale per output column); the values come from the checkpoint through the exporter's quantiser,
+    so a tampered weight still shows up as a parity failure.
+    """
+    import torch
+    from onnx import numpy_helper
+
+    from .export import _quantise_rows
+
+    inits = {t.name: t for t in graph.graph.initializer}
+    stored = [(n, numpy_helper.to_array(inits[n]).astype(np.float32), numpy_helper.to_array(inits[n[:-5] + "_scale"]))
+              for n in inits if n.endswith("_int8") and n[:-5] + "_scale" in inits]
+    matched = set()
+    for lin in (m for m in encoder.modules() if isinstance(m, torch.nn.Linear)):
+        w = lin.weight.detach().float().numpy()  # out × in
+        for name, q, scale in stored:
+            if name not in matched and q.shape == w.T.shape and np.all(np.abs(q * scale - w.T) <= 0.51 * scale + 1e-7):
+                wq, ws = _quantise_rows(np.ascontiguousarray(w))
+                with torch.no_grad():
+                    lin.weight.copy_(torch.from_numpy(wq.astype(np.float32) * ws[:, None]))
+                matched.add(name)
+                break
+    if len(matched) != len(stored):
+        missing = sorted({n for n, _, _ in stored} - matched)
+        raise ReferenceMismatch(f"{A.MODEL_FILE}: int8 encoder weight {missing[0]} matches no Linear layer of the "
+                                f"checkpoint ({len(matched)}/{len(stored)} matched)")
 
 
 def quantised_codebooks(books, quant: str):
@@ -548,9 +597,11 @@ def verify(folder: str | Path, ckpt: str | Path | None = None, data: str | Path 
     else:
         log(f"verify: PyTorch reference from {ckpt_path}")
         try:
-            ref = reference_outputs(ckpt_path, manifest, items, cases)
+            ref = reference_outputs(ckpt_path, manifest, items, cases, model)
             checks.append(_parity_check("reference", "x86_64", ref_platform, cases, ref, x86))
-        except _ItemsMismatch as e:
+            if checks[-1].status == FAIL and any(t.name.endswith("_int8") for t in model.graph.initializer):
+                checks[-1].details.insert(0, _matmulnbits_hint(model_path, cases, ref))
+        except ReferenceMismatch as e:
             checks.append(Check("reference", "x86_64", ref_platform, FAIL, details=[str(e)]))
 
     if arm:
