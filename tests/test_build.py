@@ -232,3 +232,19 @@ def test_bad_inputs_are_one_line_errors(tiny_checkpoints, tmp_path):
     assert_one_line_error(cli("build", "--ckpt", str(tiny_checkpoints[1]), "--out", str(tmp_path / "b"),
                               "--top-k", "0"), 2, "--top-k")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "junk.pt"]
+
+
+def test_int8_encoder_weights_shrink_the_encoder_and_keep_the_ranking(built, tiny_checkpoints, tmp_path):
+    m = build(tiny_checkpoints[1], tmp_path / "e8", BuildOptions(quant="int8", encoder_quant="int8"))
+    assert m["quantisation"]["encoder"].startswith("int8")
+    model = onnx.load(str(tmp_path / "e8" / A.MODEL_FILE))
+    int8_weights = [i for i in model.graph.initializer if i.name.startswith("enc/") and i.data_type == onnx.TensorProto.INT8]
+    assert int8_weights
+    assert (tmp_path / "e8" / A.MODEL_FILE).stat().st_size < 0.75 * (built["int8"] / A.MODEL_FILE).stat().st_size
+    n = m["num_items"]
+    batch = np.random.default_rng(2).integers(1, n + 1, size=(64, 6))
+    q, _ = run(tmp_path / "e8", batch)
+    f, _ = run(built["fp32"], batch)
+    assert np.mean([len(set(a) & set(b)) / 20 for a, b in zip(q, f)]) >= 0.9
+    assert_one_line_error(cli("build", "--ckpt", str(tiny_checkpoints[1]), "--out", str(tmp_path / "x"),
+                              "--encoder-quant", "int2"), 2, "--encoder-quant")

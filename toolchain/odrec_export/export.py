@@ -50,6 +50,7 @@ class BuildOptions:
     top_k: int = 20
     ort: bool = False
     simplify: bool = True
+    encoder_quant: str = "fp32"
 
 
 @dataclass
@@ -95,7 +96,7 @@ class _EncoderCore(torch.nn.Module):
         return e.readout(x, real)
 
 
-def export_encoder(frozen: FrozenModel, simplify: bool = True) -> tuple[onnx.ModelProto, str]:
+def export_encoder(frozen: FrozenModel, simplify: bool = True, quant: str = "fp32") -> tuple[onnx.ModelProto, str]:
     """The encoder alone, (item_vectors B×L×d, ids B×L) → session B×d, names prefixed ``enc/``."""
     torch.manual_seed(0)
     core = _EncoderCore(frozen.encoder).eval()
@@ -119,8 +120,31 @@ def export_encoder(frozen: FrozenModel, simplify: bool = True) -> tuple[onnx.Mod
     note = "encoder exported without onnxsim"
     if simplify:
         model, note = _simplify(model, "encoder")
+    if quant == "int8":
+        _quantise_matmul_weights(model)
     model = onnx.compose.add_prefix(model, A.ENCODER_PREFIX)
     return model, note
+
+
+def _quantise_matmul_weights(model: onnx.ModelProto, min_elements: int = 1024) -> None:
+    """Replace each large 2-D MatMul/Gemm weight W by DequantizeLinear(int8 W_q, per-column scale)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    targets = sorted({n.input[1] for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1
+                      and n.input[1] in inits and len(inits[n.input[1]].dims) == 2
+                      and int(np.prod(inits[n.input[1]].dims)) >= min_elements
+                      and not (n.op_type == "Gemm" and any(a.name == "transB" and a.i for a in n.attribute))})
+    new_nodes = []
+    for name in targets:
+        w = numpy_helper.to_array(inits[name]).astype(np.float32)
+        q, scale = _quantise_rows(np.ascontiguousarray(w.T))  # one scale per output column
+        model.graph.initializer.remove(inits[name])
+        model.graph.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(q.T), name + "_int8"),
+                                        numpy_helper.from_array(scale, name + "_scale")])
+        new_nodes.append(helper.make_node("DequantizeLinear", [name + "_int8", name + "_scale"], [name],
+                                          name=name + "_dequant", axis=1))
+    nodes = new_nodes + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
 
 
 def _simplify(model: onnx.ModelProto, what: str) -> tuple[onnx.ModelProto, str]:
@@ -301,7 +325,7 @@ def encoder_part(model: onnx.ModelProto) -> tuple[list, list]:
 
 def build_model(frozen: FrozenModel, opts: BuildOptions) -> tuple[onnx.ModelProto, list[str]]:
     """The complete, checked model and notes on each simplification pass."""
-    encoder, enc_note = export_encoder(frozen, simplify=opts.simplify)
+    encoder, enc_note = export_encoder(frozen, simplify=opts.simplify, quant=opts.encoder_quant)
     model = assemble(frozen, encoder, opts.quant, opts.top_k)
     notes = [enc_note]
     if opts.simplify:
@@ -401,6 +425,8 @@ def check_options(opts: BuildOptions) -> None:
         extra = " (int4: plain 4-bit rounding of the codebooks loses too much accuracy without " \
                 "quantisation-aware training)" if opts.quant == "int4" else ""
         raise UsageError(f"unknown --quant '{opts.quant}' (use {' or '.join(A.QUANT_SCHEMES)}){extra}")
+    if opts.encoder_quant not in A.QUANT_SCHEMES:
+        raise UsageError(f"unknown --encoder-quant '{opts.encoder_quant}' (use {' or '.join(A.QUANT_SCHEMES)})")
     if opts.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {opts.top_k}")
 
@@ -443,7 +469,7 @@ def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *
         if eval_data is not None:
             log("evaluating the built graph through onnxruntime ...")
             fp32 = None
-            if frozen.compressor == "codes" and opts.quant != "fp32":
+            if (frozen.compressor == "codes" and opts.quant != "fp32") or opts.encoder_quant != "fp32":
                 def fp32():
                     return build_model(frozen, BuildOptions(quant="fp32", top_k=opts.top_k, simplify=opts.simplify))[0]
             manifest["evaluation"] = _eval_block(frozen, model, fp32, Path(eval_data))
@@ -483,6 +509,8 @@ def _manifest(frozen: FrozenModel, model: onnx.ModelProto, opts: BuildOptions, n
     else:
         compressor = {"name": "none", "d": frozen.dim}
         quant = {"scheme": "fp32", "encoder": "fp32"}
+    if opts.encoder_quant == "int8":
+        quant["encoder"] = "int8 MatMul weights, per-output-column symmetric scale (DequantizeLinear); other weights fp32"
     return {
         "format": A.FORMAT, "format_version": A.FORMAT_VERSION,
         "num_items": frozen.num_items, "top_k": k, "max_session_length": frozen.max_len,
