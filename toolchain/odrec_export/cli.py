@@ -128,7 +128,9 @@ def train(
     if compressor == "none":
         if teacher is not None:
             raise UsageError("--teacher is only used with --compressor codes")
-        _, ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo)
+        # The best checkpoint so far is written after every improving epoch: a long run can be stopped.
+        _, ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo,
+                                save=lambda c: save_checkpoint(c, out))
     else:
         from .code_learning import CodeLearningConfig
         from .distill import DistillConfig, load_teacher, teacher_provenance, train_student
@@ -224,6 +226,7 @@ def build(
     ckpt: Path = typer.Option(..., "--ckpt", help="Student (codes) or teacher (none) checkpoint."),
     out: Path = typer.Option(..., "--out", help="Artifact directory to write (atomically)."),
     quant: str = typer.Option("int8", help="Codebook quantisation: int8 (per-row scale) or fp32."),
+    encoder_quant: str = typer.Option("fp32", "--encoder-quant", help="Encoder MatMul weights: fp32 or int8 (per-column scale)."),
     top_k: int = typer.Option(20, "--top-k", help="How many items the graph returns."),
     ort_format: bool = typer.Option(False, "--ort", help="Also write model.ort (onnxruntime mobile format)."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxsim (kept only when it does not grow the file)."),
@@ -234,7 +237,7 @@ def build(
     from .export import BuildOptions, build as run_build
     from .metrics import format_table
 
-    opts = BuildOptions(quant=quant, top_k=top_k, ort=ort_format, simplify=simplify)
+    opts = BuildOptions(quant=quant, top_k=top_k, ort=ort_format, simplify=simplify, encoder_quant=encoder_quant)
     manifest = run_build(ckpt, out, opts, force=force, eval_data=eval_data, log=typer.echo)
     for name, info in manifest["files"].items():
         typer.echo(f"{name:<12} {info['bytes']:>12,} bytes  sha256 {info['sha256'][:16]}…")
