@@ -128,7 +128,9 @@ def train(
     if compressor == "none":
         if teacher is not None:
             raise UsageError("--teacher is only used with --compressor codes")
-        _, ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo)
+        # The best checkpoint so far is written after every improving epoch: a long run can be stopped.
+        _, ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo,
+                                save=lambda c: save_checkpoint(c, out))
     else:
         from .code_learning import CodeLearningConfig
         from .distill import DistillConfig, load_teacher, teacher_provenance, train_student

@@ -75,9 +75,12 @@ def environment() -> dict:
 
 
 def fit(model: SessionRecommender, data: SessionData, cfg: TrainConfig, step_loss, *,
-        progress: Progress = no_progress, log: Callable[[str], None] = print) -> dict:
+        progress: Progress = no_progress, log: Callable[[str], None] = print,
+        on_best: Callable[[dict], None] | None = None) -> dict:
     """Generic loop: ``step_loss(model, ids, targets) -> loss``; keeps the best validation state.
 
+    ``on_best(history)`` runs after every epoch that improves validation HR@10 (the model then holds
+    that epoch's weights), so a long run can save as it goes and be stopped at any time.
     Returns the training history (per-epoch loss and validation metrics, best epoch).
     """
     device = resolve_device(cfg.device)
@@ -111,6 +114,8 @@ def fit(model: SessionRecommender, data: SessionData, cfg: TrainConfig, step_los
             + f" ({time.time() - t0:.0f}s)")
         if score > best:
             best, best_state, best_epoch, stale = score, copy.deepcopy(model.state_dict()), epoch, 0
+            if on_best is not None:
+                on_best({"epochs_run": len(history), "best_epoch": best_epoch, "history": history})
         else:
             stale += 1
             if stale >= cfg.patience:
@@ -125,22 +130,33 @@ def cross_entropy_loss(model: SessionRecommender, ids: torch.Tensor, targets: to
 
 
 def train_teacher(data: SessionData, enc: dict, cfg: TrainConfig, *, progress: Progress = no_progress,
-                  log: Callable[[str], None] = print) -> tuple[SessionRecommender, Checkpoint]:
-    """Train the uncompressed SASRec teacher; returns the model and its checkpoint (not yet saved)."""
+                  log: Callable[[str], None] = print,
+                  save: Callable[[Checkpoint], None] | None = None) -> tuple[SessionRecommender, Checkpoint]:
+    """Train the uncompressed SASRec teacher; returns the model and its final checkpoint.
+
+    With ``save``, the best checkpoint so far is also handed to it after every improving epoch
+    (provenance marked ``"complete": false``) and the final one at the end.
+    """
     model_config = {"encoder": EncoderConfig(num_items=data.num_items, **enc).to_dict(),
                     "compressor": "none", "items": {}}
     torch.manual_seed(cfg.seed)
     model = build_model(model_config)
     t0 = time.time()
-    history = fit(model, data, cfg, cross_entropy_loss, progress=progress, log=log)
-    wall = time.time() - t0
+
+    def checkpoint(history: dict, complete: bool) -> Checkpoint:
+        provenance = {**training_provenance(data, cfg, history, time.time() - t0), "complete": complete}
+        if complete and data.test_samples:
+            provenance["test_metrics"] = evaluate_model(model, data.test_samples,
+                                                        max_len=model.encoder.cfg.max_len, device=cfg.device)
+        return Checkpoint("teacher", model_config, list(data.vocab.raw_ids), model.state_dict(), provenance)
+
+    on_best = (lambda history: save(checkpoint(history, complete=False))) if save else None
+    history = fit(model, data, cfg, cross_entropy_loss, progress=progress, log=log, on_best=on_best)
+    final = checkpoint(history, complete=True)
     model.cpu().eval()
-    provenance = training_provenance(data, cfg, history, wall)
-    if data.test_samples:
-        provenance["test_metrics"] = evaluate_model(model, data.test_samples,
-                                                    max_len=model.encoder.cfg.max_len)
-    return model, Checkpoint("teacher", model_config, list(data.vocab.raw_ids),
-                             model.state_dict(), provenance)
+    if save:
+        save(final)
+    return model, final
 
 
 def training_provenance(data: SessionData, cfg: TrainConfig, history: dict, wall: float) -> dict:
