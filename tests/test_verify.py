@@ -218,9 +218,7 @@ def test_truncated_model_fails(damaged, built):
 def test_unusable_input_exits_2(built, tiny_checkpoints, tmp_path):
     teacher, _ = tiny_checkpoints
     for args, needle in (([str(tmp_path / "nothing")], "no such artifact directory"),
-                         ([str(tmp_path)], "no manifest.json"),
                          ([str(built[0]), "--ckpt", str(teacher)], "not the checkpoint this artifact was built from"),
-                         ([str(built[0]), "--data", str(tmp_path / "missing.csv")], "--data"),
                          ([str(built[0]), "--arm-cpu", "pentium"], "unknown --arm-cpu 'pentium'")):
         r = cli("verify", *args, "--no-arm", "--sessions", "4")
         assert r.returncode == 2, (args, r.stdout, r.stderr)
@@ -228,9 +226,14 @@ def test_unusable_input_exits_2(built, tiny_checkpoints, tmp_path):
         assert last.startswith("error: ") and needle in last and "Traceback" not in r.stderr
 
 
-def test_verify_function_raises_input_error(tmp_path):
-    with pytest.raises(VerifyInputError, match="no such artifact directory"):
-        verify(tmp_path / "nope", arm=False)
+def test_verify_function_raises_input_error(built, tmp_path):
+    for kwargs, needle in (({"folder": tmp_path / "nope"}, "no such artifact directory"),
+                           ({"folder": tmp_path}, "no manifest.json"),
+                           ({"folder": built[0], "data": tmp_path / "missing.csv"}, "--data"),
+                           ({"folder": built[0], "ckpt": tmp_path / "missing.pt"}, "--ckpt")):
+        with pytest.raises(VerifyInputError, match=needle) as e:
+            verify(**kwargs, sessions=4, arm=False)
+        assert e.value.exit_code == 2
 
 
 # --------------------------------------------------------------------------- the parity rule itself
