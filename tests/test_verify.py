@@ -201,6 +201,17 @@ def test_one_changed_weight_fails(damaged, built):
     assert any("differs by" in d or "no score tie" in d for d in failures(report)["reference"])
 
 
+def test_graph_that_crashes_on_out_of_range_ids_fails_without_crashing_verify(damaged, built):
+    model = onnx.load(str(damaged / A.MODEL_FILE))
+    for node in model.graph.node:  # skip the input cleaning: raw ids go straight to the lookups
+        node.input[:] = [A.INPUT_NAME if i == "clean_ids" else i for i in node.input]
+    onnx.save(model, str(damaged / A.MODEL_FILE))
+    rehash(damaged)
+    report = verify(damaged, ckpt=built[1], sessions=8, arm=False)
+    assert report.exit_code == 1
+    assert any(d.startswith("out-of-range ids: onnxruntime failed") for d in failures(report)["contract"])
+
+
 def test_truncated_model_fails(damaged, built):
     data = (damaged / A.MODEL_FILE).read_bytes()
     (damaged / A.MODEL_FILE).write_bytes(data[: len(data) // 2])
