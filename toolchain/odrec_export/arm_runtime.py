@@ -4,8 +4,8 @@
 architecture) as on the build machine. The runtime is provisioned on first use into a cache dir
 keyed by versions and reused afterwards:
 
-1. a private apt configuration (architecture arm64, its own lists dir and an empty status file;
-   the host's apt state is never read or written) downloads python3.11-minimal,
+1. a private apt configuration (architecture arm64, its own sources, lists and archives dirs and
+   an empty status file; the host's package state and lock are never used) downloads python3.11-minimal,
    libpython3.11-stdlib, libstdc++6 and their dependencies, unpacked with ``dpkg-deb -x`` into a
    sysroot; apt checks every .deb against the archive's signed index;
 2. ``qemu-aarch64-static`` is taken out of Debian's amd64 ``qemu-user-static`` .deb;
