@@ -96,9 +96,12 @@ class Report:
         lines.insert(1, "  ".join("-" * w for w in widths))
         for c in self.checks:
             lines += [f"{c.check} [{c.label}] {c.status}: {d}" for d in c.details]
-        n_rows = sum(int(c.ids.shape[0]) for c in self.cases)
-        lines.append(f"inputs: {n_rows} sessions in {len(self.cases)} batches "
-                     f"({', '.join(c.name for c in self.cases)}); tolerance: {self.tolerance}")
+        if self.cases:
+            n_rows = sum(int(c.ids.shape[0]) for c in self.cases)
+            lines.append(f"inputs: {n_rows} sessions in {len(self.cases)} batches "
+                         f"({', '.join(c.name for c in self.cases)}); tolerance: {self.tolerance}")
+        else:
+            lines.append("no input was run: the artifact could not be loaded")
         lines.append("verdict: " + ("PASS" if self.exit_code == 0 else "FAIL")
                      + ("" if all(c.status != NOT_CHECKED for c in self.checks)
                         else " (some checks were not run, see above)"))
