@@ -35,8 +35,9 @@ class CodeLearningConfig:
     lr: float = 1e-2
     tau: float = 0.3
     rec_weight: float = 0.1
-    rec_pool: int = 8192  # training prefixes whose teacher session vectors drive the rec loss
-    rec_batch: int = 1024  # prefixes scored per step
+    rec_pool: int = 4096  # training prefixes whose teacher session vectors drive the rec loss
+    rec_batch: int = 512  # prefixes scored per step
+    item_batch: int = 4096  # random items per step, besides those prefixes' targets
     seed: int = 0
     device: str = "cpu"
 
@@ -59,7 +60,7 @@ class CodeLearner(nn.Module):
 
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> torch.Tensor:
-        return self.code_logits(x).argmax(-1)
+        return torch.cat([self.code_logits(chunk).argmax(-1) for chunk in x.split(8192)])
 
 
 def compose(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
@@ -126,7 +127,7 @@ def teacher_session_pool(teacher: SessionRecommender, data: SessionData, size: i
 def learn_codes(teacher: SessionRecommender, data: SessionData, cfg: CodeLearningConfig,
                 log: Callable[[str], None] = print) -> dict:
     """Returns {"codes": (N+1)×M (smallest uint type), "codebooks": M×K×d, "report": {...}}."""
-    device = cfg.device
+    device, t0 = cfg.device, time.time()
     torch.manual_seed(cfg.seed)
     table = teacher.items.table().detach().to(device)[1:]  # N×d, padding row excluded
     n, d = table.shape
@@ -142,27 +143,32 @@ def learn_codes(teacher: SessionRecommender, data: SessionData, cfg: CodeLearnin
         km_ce = F.cross_entropy(sessions @ compose(km_codes, km_books).t(), targets).item()
     log(f"residual k-means start: relative mse {km_mse:.4f}, pool CE {km_ce:.3f}")
     opt = torch.optim.Adam(learner.parameters(), lr=cfg.lr)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
     for _ in range(cfg.warmup_steps):  # teach the code encoder the k-means assignment first
-        loss = F.cross_entropy(learner.code_logits(table).reshape(-1, cfg.k), km_codes.reshape(-1))
+        rows = torch.randint(0, n, (min(cfg.item_batch, n),), generator=gen, device=device)
+        loss = F.cross_entropy(learner.code_logits(table[rows]).reshape(-1, cfg.k), km_codes[rows].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     agree = (learner.codes(table) == km_codes).float().mean().item()
     log(f"code encoder warm-up: {100 * agree:.1f}% of k-means code entries reproduced")
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    t0, history = time.time(), []
+    history = []
     for step in range(1, cfg.steps + 1):
-        recon = learner(table, cfg.tau)
-        mse = (recon - table).pow(2).mean() / scale
+        # Each step sees the targets of a batch of teacher sessions plus random items; the rec loss is a
+        # softmax over exactly those items (a sampled softmax: the full table per step is too slow on CPU).
         pick = torch.randint(0, len(targets), (min(cfg.rec_batch, len(targets)),), generator=gen, device=device)
-        rec = F.cross_entropy(sessions[pick] @ recon.t(), targets[pick])
+        extra = torch.randint(0, n, (min(cfg.item_batch, n),), generator=gen, device=device)
+        items = torch.unique(torch.cat([targets[pick], extra]))
+        recon = learner(table[items], cfg.tau)
+        mse = (recon - table[items]).pow(2).mean() / scale
+        rec = F.cross_entropy(sessions[pick] @ recon.t(), torch.searchsorted(items, targets[pick]))
         loss = mse + cfg.rec_weight * rec
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % max(1, cfg.steps // 10) == 0 or step == cfg.steps:
             history.append({"step": step, "mse": mse.item(), "rec": rec.item()})
-            log(f"codes step {step}/{cfg.steps}: relative mse {mse.item():.4f}, rec CE {rec.item():.3f}")
+            log(f"codes step {step}/{cfg.steps}: relative mse {mse.item():.4f}, sampled rec CE {rec.item():.3f}")
 
     codes = learner.codes(table)
     # The least-squares system has M·K unknowns per dimension; beyond a few thousand keep the learned books.
@@ -174,7 +180,8 @@ def learn_codes(teacher: SessionRecommender, data: SessionData, cfg: CodeLearnin
     full = torch.zeros(n + 1, cfg.m, dtype=code_dtype(cfg.k))
     full[1:] = codes.cpu().to(full.dtype)
     report = {"config": asdict(cfg), "seconds": round(time.time() - t0, 1), "history": history,
-              "kmeans_relative_mse": km_mse, "kmeans_pool_ce": km_ce, "final_relative_mse": final_mse, "pool_ce_teacher": ref_ce, "pool_ce_codes": final_ce,
+              "kmeans_relative_mse": km_mse, "kmeans_pool_ce": km_ce, "final_relative_mse": final_mse,
+              "pool_ce_teacher": ref_ce, "pool_ce_codes": final_ce,
               "usage": code_usage(full[1:], cfg.k)}
     log(f"codes: relative mse {final_mse:.4f}, pool CE {final_ce:.3f} (teacher table {ref_ce:.3f}), "
         f"usage {report['usage']}")

@@ -77,6 +77,13 @@ def hot_items(data: SessionData, fraction: float) -> torch.Tensor:
     return mask
 
 
+def trim_padding(ids: torch.Tensor) -> torch.Tensor:
+    """Drop the left-padding columns no session in the batch uses. Positions count back from the most
+    recent item, so the result is unchanged; most sessions are short and this saves most encoder work."""
+    used = (ids != 0).any(0).nonzero()
+    return ids[:, int(used[0]):] if len(used) else ids[:, -1:]
+
+
 def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
     """Symmetric InfoNCE with cosine similarity: row i of a and row i of b are the positives."""
     logits = F.normalize(a, dim=1, eps=1e-8) @ F.normalize(b, dim=1, eps=1e-8).t() / tau
@@ -84,10 +91,9 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
 
-def kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
-    """KL(p ‖ q) over all items (column 0, padding, excluded), mean over the batch."""
-    lp, lq = F.log_softmax(p_logits[:, 1:], dim=1), F.log_softmax(q_logits[:, 1:], dim=1)
-    return (lp.exp() * (lp - lq)).sum(1).mean()
+def kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) from log-probabilities, summed over items, mean over the batch."""
+    return (log_p.exp() * (log_p - log_q)).sum(1).mean()
 
 
 class Distiller(nn.Module):
@@ -102,37 +108,38 @@ class Distiller(nn.Module):
         self.register_buffer("hot", hot)
         self.eta = cfg.eta
 
-    def _scores(self, model: SessionRecommender, session: torch.Tensor) -> torch.Tensor:
-        logits = session @ model.items.table().t()
-        return logits.masked_fill(torch.arange(logits.shape[1], device=logits.device) == 0, float("-inf"))
+    def _log_probs(self, session: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Log-softmax over the real items 1..N (the padding row is left out)."""
+        return F.log_softmax(session @ table[1:].t(), dim=1)
 
     def loss(self, ids: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
         cfg, t, s = self.cfg, self.teacher, self.student
         hot_ids = ids * self.hot[ids]
         cold_ids = ids * ~self.hot[ids]
         with torch.set_grad_enabled(cfg.bidirectional and torch.is_grad_enabled()):
-            t_vecs = t.items.lookup(ids)
-            t_sess = t.encoder(t_vecs, ids)
+            t_table = t.items.table()
+            t_sess = t.encoder(t.items.lookup(ids), ids)
             t_hot, t_cold = t.session_vectors(hot_ids), t.session_vectors(cold_ids)
-            t_logits = self._scores(t, t_sess)
+            t_logp = self._log_probs(t_sess, t_table)
 
         def s_encode(sub_ids):  # mix-up of the input vectors only; the teacher side is a fixed target
             mixed = self.eta * t.items.lookup(sub_ids).detach() + (1 - self.eta) * s.items.lookup(sub_ids)
             return s.encoder(mixed, sub_ids)
 
+        s_table = s.items.table()  # composed once per step, codes only
         s_sess, s_hot, s_cold = s_encode(ids), s_encode(hot_ids), s_encode(cold_ids)
-        s_logits = self._scores(s, s_sess)
+        s_logp = self._log_probs(s_sess, s_table)
 
-        l_rec = F.cross_entropy(s_logits, targets)
-        t_table = t.items.table()[1:].detach()
-        l_mse = (s.items.table()[1:] - t_table).pow(2).mean() / t_table.pow(2).mean()
+        l_rec = F.nll_loss(s_logp, targets - 1)
+        ref = t_table[1:].detach()
+        l_mse = (s_table[1:] - ref).pow(2).mean() / ref.pow(2).mean()
         l_con = info_nce(self.proj(torch.cat([s_hot, t_cold], 1)), self.proj(torch.cat([t_hot, s_cold], 1)), cfg.tau)
-        l_soft = kl(t_logits.detach(), s_logits)
+        l_soft = kl(t_logp.detach(), s_logp)
         total = l_rec + l_mse + cfg.beta * l_con + cfg.gamma * l_soft
         parts = {"rec": l_rec.item(), "mse": l_mse.item(), "con": l_con.item(), "soft": l_soft.item()}
         if cfg.bidirectional:
-            t_rec = F.cross_entropy(t_logits, targets)
-            t_soft = kl(s_logits.detach(), t_logits)
+            t_rec = F.nll_loss(t_logp, targets - 1)
+            t_soft = kl(s_logp.detach(), t_logp)
             total = total + t_rec + cfg.gamma * t_soft
             parts.update({"teacher_rec": t_rec.item(), "teacher_soft": t_soft.item()})
         return total, parts
@@ -164,7 +171,7 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
         teacher.train(cfg.bidirectional)
         t0, sums, seen = time.time(), {}, 0
         for ids, targets in progress(batches.batches(train_cfg.batch_size, gen), n_batches, f"distil {epoch}"):
-            ids, targets = ids.to(device), targets.to(device)
+            ids, targets = trim_padding(ids).to(device), targets.to(device)
             loss, parts = distiller.loss(ids, targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()

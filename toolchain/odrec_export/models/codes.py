@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .item_tables import ItemTable
 
@@ -33,13 +34,17 @@ class CodesItemTable(ItemTable):
         """codes: (N+1) × M integers in 0..K-1; row 0 (padding) is ignored."""
         if codes.shape != self.codes.shape:
             raise ValueError(f"codes must be {tuple(self.codes.shape)}, got {tuple(codes.shape)}")
-        if codes.min() < 0 or codes.max() >= self.k:
+        wide = codes.long()  # compare in int64: K=256 does not fit a uint8 scalar
+        if wide.min() < 0 or wide.max() >= self.k:
             raise ValueError(f"codes must lie in 0..{self.k - 1}")
         self.codes.copy_(codes.to(self.codes.dtype))
 
     def _compose(self, codes: torch.Tensor) -> torch.Tensor:
-        idx = codes.long()  # (..., M)
-        return sum(self.codebooks[m][idx[..., m]] for m in range(self.m))
+        # Σ_m codebooks[m, codes[..., m]] as one embedding_bag over the flattened M·K codewords: a single
+        # pass forward and backward, much cheaper than M gathers for the full table in every training step.
+        flat = codes.reshape(-1, self.m).long() + torch.arange(self.m, device=codes.device) * self.k
+        out = F.embedding_bag(flat, self.codebooks.reshape(self.m * self.k, self.dim), mode="sum")
+        return out.view(*codes.shape[:-1], self.dim)
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         return self._compose(self.codes[ids]) * (ids != 0).unsqueeze(-1)
