@@ -276,7 +276,8 @@ def load_teacher(path, data: SessionData) -> tuple[SessionRecommender, dict]:
         raise CheckpointError(f"{path}: the teacher's vocabulary ({len(ckpt.vocab)} items) is not the one "
                               f"of {data.source} ({data.num_items} items)")
     info = teacher_provenance(ckpt)
-    info.update({"checkpoint": str(path), "checkpoint_sha256": file_sha256(path)})
+    info.update({"checkpoint": str(path), "checkpoint_sha256": file_sha256(path),
+                 "same_data_as_student": ckpt.provenance.get("data_sha256") == data.data_sha256})
     return model_from_checkpoint(ckpt, str(path)), info
 
 
