@@ -73,33 +73,12 @@ class Graph:
 # --------------------------------------------------------------------------- encoder (PyTorch)
 
 
-class _EncoderCore(torch.nn.Module):
-    """SessionEncoder.forward, step for step, except that the backward positions are computed as
-    (t-1) - arange(t): the exported Range with a negative step is mis-optimised by onnxruntime's
-    extended graph optimisations (the position embedding comes out empty). Equality with the
-    PyTorch model is checked by the tests."""
-
-    def __init__(self, encoder):
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, item_vectors: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        e = self.encoder
-        t = ids.shape[1]
-        real = ids != 0
-        back = (t - 1) - torch.arange(t, device=ids.device)
-        x = e.ln(item_vectors + e.pos(back).unsqueeze(0))
-        causal = torch.ones(t, t, dtype=torch.bool, device=ids.device).tril()
-        allowed = causal & (real.unsqueeze(1) | torch.eye(t, dtype=torch.bool, device=ids.device))
-        for block in e.blocks:
-            x = block(x, allowed)
-        return e.readout(x, real)
-
-
 def export_encoder(frozen: FrozenModel, simplify: bool = True, quant: str = "fp32") -> tuple[onnx.ModelProto, str]:
     """The encoder alone, (item_vectors B×L×d, ids B×L) → session B×d, names prefixed ``enc/``."""
     torch.manual_seed(0)
-    core = _EncoderCore(frozen.encoder).eval()
+    # SessionEncoder computes positions as (t-1) - arange(t) and the causal mask from comparisons:
+    # a negative-step Range is mis-optimised by onnxruntime, and Java onnxruntime 1.17 has no bool Trilu.
+    core = frozen.encoder.eval()
     length = max(2, min(frozen.max_len, 8))
     ids = torch.arange(1, 2 * length + 1, dtype=torch.int64).view(2, length) % (frozen.num_items + 1)
     vecs = torch.randn(2, length, frozen.dim)
@@ -136,7 +115,7 @@ def _quantise_matmul_weights(model: onnx.ModelProto, min_elements: int = 1024) -
     new_nodes = []
     for name in targets:
         w = numpy_helper.to_array(inits[name]).astype(np.float32)
-        q, scale = _quantise_rows(np.ascontiguousarray(w.T))  # one scale per output column
+        q, scale = quantise_rows(np.ascontiguousarray(w.T))  # one scale per output column
         model.graph.initializer.remove(inits[name])
         model.graph.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(q.T), name + "_int8"),
                                         numpy_helper.from_array(scale, name + "_scale")])
@@ -195,7 +174,7 @@ def _clean_input(g: Graph, num_items: int, max_len: int) -> tuple[str, str]:
     return ids, mask
 
 
-def _quantise_rows(books: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def quantise_rows(books: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 with one scale per codeword (row)."""
     amax = np.abs(books).max(axis=1)
     scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
@@ -207,7 +186,7 @@ def _codebooks(g: Graph, frozen: FrozenModel, quant: str) -> str:
     flat = frozen.codebooks.reshape(frozen.m * frozen.k, frozen.dim).astype(np.float32)
     if quant == "fp32":
         return g.const(A.CODEBOOKS, flat)
-    q, scale = _quantise_rows(flat)
+    q, scale = quantise_rows(flat)
     g.const(A.CODEBOOKS, q)
     g.const(A.CODEBOOK_SCALES, scale)
     return g.op("DequantizeLinear", [A.CODEBOOKS, A.CODEBOOK_SCALES], "codebooks_f", axis=0)

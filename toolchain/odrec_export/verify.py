@@ -539,7 +539,7 @@ def _quantise_encoder_like_graph(encoder, graph) -> None:
     import torch
     from onnx import numpy_helper
 
-    from .export import _quantise_rows
+    from .export import quantise_rows
 
     inits = {t.name: t for t in graph.graph.initializer}
     stored = [(n, numpy_helper.to_array(inits[n]).astype(np.float32), numpy_helper.to_array(inits[n[:-5] + "_scale"]))
@@ -549,7 +549,7 @@ def _quantise_encoder_like_graph(encoder, graph) -> None:
         w = lin.weight.detach().float().numpy()  # out × in
         for name, q, scale in stored:
             if name not in matched and q.shape == w.T.shape and np.all(np.abs(q * scale - w.T) <= 0.51 * scale + 1e-7):
-                wq, ws = _quantise_rows(np.ascontiguousarray(w))
+                wq, ws = quantise_rows(np.ascontiguousarray(w))
                 with torch.no_grad():
                     lin.weight.copy_(torch.from_numpy(wq.astype(np.float32) * ws[:, None]))
                 matched.add(name)
@@ -564,12 +564,12 @@ def quantised_codebooks(books, quant: str):
     """The codebooks (M × K × d tensor) after the exporter's quantisation round trip."""
     import torch
 
-    from .export import _quantise_rows
+    from .export import quantise_rows
 
     if quant != "int8":
         raise VerifyInputError(f"manifest quantisation {quant!r}: verify knows int8 and fp32")
     m, k, d = books.shape
-    q, scale = _quantise_rows(books.reshape(m * k, d).float().numpy())
+    q, scale = quantise_rows(books.reshape(m * k, d).float().numpy())
     return torch.from_numpy((q.astype(np.float32) * scale[:, None]).reshape(m, k, d))
 
 
