@@ -5,7 +5,7 @@ CLI    := $(VENV)/bin/odrec-export
 SHARED ?= ../shared/data
 DEMO   := build/demo
 
-.PHONY: demo test install clean
+.PHONY: demo demo-train test install clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,12 +18,21 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
-# Until `build` exists: train a small teacher and evaluate it. Real data when ../shared is beside
-# the checkout (the Diginetica sample), otherwise a generated set labelled SYNTHETIC.
+# The main job on the committed Tmall student (no ../shared needed): build the artifact, verify it
+# on x86 and emulated ARM64, report its bytes, benchmark it against the uncompressed baseline.
+# With ../shared beside the checkout, build also evaluates the artifact on the real Tmall test set.
+STUDENT ?= models/tmall/student.pt
+EVAL    := $(if $(wildcard $(SHARED)/tmall/test_samples.txt),--eval-data $(SHARED)/tmall,)
 demo: $(VENV)/.installed
+	$(CLI) build --ckpt $(STUDENT) --out $(DEMO)/artifact --force $(EVAL)
+	$(CLI) verify $(DEMO)/artifact --ckpt $(STUDENT) $(if $(EVAL),--data $(SHARED)/tmall,)
+	$(CLI) size-report $(DEMO)/artifact --baseline $(STUDENT)
+	$(CLI) bench $(DEMO)/artifact --quick
+
+# Train a small teacher on the Diginetica sample (or SYNTHETIC sessions without ../shared).
+demo-train: $(VENV)/.installed
 	@mkdir -p $(DEMO)
 	@if [ -f $(SHARED)/diginetica_sample/sample_train-item-views.csv ]; then \
-	  echo "demo data: $(SHARED)/diginetica_sample (real Diginetica click-log sample)"; \
 	  echo $(SHARED)/diginetica_sample/sample_train-item-views.csv > $(DEMO)/data_path; \
 	else \
 	  echo "demo data: SYNTHETIC sessions (../shared not found)"; \
