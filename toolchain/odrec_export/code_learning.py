@@ -11,6 +11,7 @@ codes are frozen (argmax, no noise) and the codebooks refitted to them by least 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -38,6 +39,7 @@ class CodeLearningConfig:
     rec_pool: int = 4096  # training prefixes whose teacher session vectors drive the rec loss
     rec_batch: int = 512  # prefixes scored per step
     item_batch: int = 4096  # random items per step, besides those prefixes' targets
+    balance_weight: float = 0.0  # weight of the codeword-usage penalty (see CodeLearner.forward)
     seed: int = 0
     device: str = "cpu"
 
@@ -54,9 +56,15 @@ class CodeLearner(nn.Module):
         """(n, d) → (n, M, K) logits; softmax over K gives the code distributions."""
         return F.softplus(self.logits(torch.tanh(self.hidden(x)))).view(-1, self.m, self.k)
 
-    def forward(self, x: torch.Tensor, tau: float) -> torch.Tensor:
-        onehot = F.gumbel_softmax(self.code_logits(x), tau=tau, hard=True, dim=-1)
-        return torch.einsum("nmk,mkd->nd", onehot, self.codebooks)
+    def forward(self, x: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstruction through straight-through one-hot samples, and the codeword-usage penalty:
+        log K minus the entropy of the batch's mean code distribution, averaged over codebooks
+        (0 when the batch spreads evenly over all K codewords)."""
+        logits = self.code_logits(x)
+        onehot = F.gumbel_softmax(logits, tau=tau, hard=True, dim=-1)
+        mean_p = logits.softmax(-1).mean(0)  # M × K
+        imbalance = math.log(self.k) + (mean_p * mean_p.clamp(min=1e-12).log()).sum(-1).mean()
+        return torch.einsum("nmk,mkd->nd", onehot, self.codebooks), imbalance
 
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,10 +167,10 @@ def learn_codes(teacher: SessionRecommender, data: SessionData, cfg: CodeLearnin
         pick = torch.randint(0, len(targets), (min(cfg.rec_batch, len(targets)),), generator=gen, device=device)
         extra = torch.randint(0, n, (min(cfg.item_batch, n),), generator=gen, device=device)
         items = torch.unique(torch.cat([targets[pick], extra]))
-        recon = learner(table[items], cfg.tau)
+        recon, imbalance = learner(table[items], cfg.tau)
         mse = (recon - table[items]).pow(2).mean() / scale
         rec = F.cross_entropy(sessions[pick] @ recon.t(), torch.searchsorted(items, targets[pick]))
-        loss = mse + cfg.rec_weight * rec
+        loss = mse + cfg.rec_weight * rec + cfg.balance_weight * imbalance
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
