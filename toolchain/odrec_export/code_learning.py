@@ -39,7 +39,7 @@ class CodeLearningConfig:
     rec_pool: int = 4096  # training prefixes whose teacher session vectors drive the rec loss
     rec_batch: int = 512  # prefixes scored per step
     item_batch: int = 4096  # random items per step, besides those prefixes' targets
-    balance_weight: float = 0.0  # weight of the codeword-usage penalty (see CodeLearner.forward)
+    balance_weight: float = 1.0  # weight of the codeword-usage penalty (see CodeLearner.forward)
     seed: int = 0
     device: str = "cpu"
 
