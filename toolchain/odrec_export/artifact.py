@@ -6,11 +6,11 @@ the standard library. See docs/artifact-format.md for the full description.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from .errors import OdrecError
+from .files import file_sha256  # noqa: F401  (part of this module's interface)
 
 FORMAT = "odrec-export-artifact"
 FORMAT_VERSION = 1
@@ -40,14 +40,6 @@ ITEM_TABLE = "item_table"  # uncompressed (N+1) × d table (teacher / baseline g
 
 class ArtifactError(OdrecError):
     """An artifact directory that is missing files or does not match its manifest."""
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def describe_files(folder: Path, names) -> dict:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError
+from .files import atomic_write, file_sha256
 
 FORMAT = "odrec-export-checkpoint"
 FORMAT_VERSION = 1
@@ -71,27 +70,6 @@ def _digest(payload: dict) -> str:
     return h.hexdigest()
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``; nothing is left behind on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> str:
     """Write atomically; returns the file's sha256."""
     if ckpt.kind not in KINDS:
@@ -100,14 +78,6 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> str:
     payload["digest"] = _digest(payload)
     atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
     return file_sha256(path)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
