@@ -13,8 +13,8 @@ batch of training prefixes, with hot items = the top 20% by training frequency:
 * L_soft: KL(teacher ‖ student) over all items.
 
 Embedding mix-up: during training the student's *input* item vectors are
-e' = η·x_teacher + (1−η)·e_code, with η decaying linearly to 0 by the last epoch, so that the final
-epochs train exactly what is evaluated. Scoring always uses the codes-only table, and validation
+e' = η·x_teacher + (1−η)·e_code, with η decaying linearly (per step) to 0 at the last step, so that
+training ends on exactly what is evaluated. Scoring always uses the codes-only table, and validation
 (model selection) and test evaluation see the student alone.
 
 ``bidirectional=True`` also trains the teacher: its own cross-entropy plus γ·KL(student ‖ teacher)
@@ -166,11 +166,13 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
     max_len = student.encoder.cfg.max_len
     history, best, best_state, best_epoch, stale = [], float("-inf"), None, 0, 0
     for epoch in range(1, train_cfg.epochs + 1):
-        distiller.eta = cfg.eta * (1 - (epoch - 1) / max(1, train_cfg.epochs - 1))
         student.train()
         teacher.train(cfg.bidirectional)
         t0, sums, seen = time.time(), {}, 0
-        for ids, targets in progress(batches.batches(train_cfg.batch_size, gen), n_batches, f"distil {epoch}"):
+        for step, (ids, targets) in enumerate(progress(batches.batches(train_cfg.batch_size, gen), n_batches,
+                                                       f"distil {epoch}")):
+            done = ((epoch - 1) * n_batches + step) / max(1, train_cfg.epochs * n_batches - 1)
+            distiller.eta = cfg.eta * (1 - done)  # linear to 0 at the last step of the last epoch
             ids, targets = trim_padding(ids).to(device), targets.to(device)
             loss, parts = distiller.loss(ids, targets)
             opt.zero_grad(set_to_none=True)
