@@ -7,6 +7,8 @@ a real, if untrained, codes student, enough to exercise every export path.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,22 @@ import torch
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DIGINETICA = SHARED / "diginetica_sample" / "sample_train-item-views.csv"
 needs_shared = pytest.mark.skipif(not DIGINETICA.is_file(), reason="../shared/data not beside the checkout")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """Run the odrec-export CLI in a child process (one thread, a minimal environment)."""
+    return subprocess.run([sys.executable, "-m", "odrec_export.cli", *args], capture_output=True, text=True,
+                          cwd=REPO, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+
+
+def assert_one_line_error(result, code: int, *needles: str):
+    """The CLI failed with ``code`` and exactly one stderr line ``error: ...`` holding every needle."""
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    for n in needles:
+        assert n in lines[0]
 
 
 def residual_kmeans(table: torch.Tensor, m: int, k: int, iters: int = 15, seed: int = 0):

@@ -3,9 +3,6 @@ optimisations, determinism, atomicity and one-line errors. Real data: the Digine
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -13,7 +10,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from conftest import needs_shared
+from conftest import assert_one_line_error, cli, needs_shared
 from odrec_export import artifact as A
 from odrec_export.checkpoint import load_checkpoint
 from odrec_export.data import pad_batch
@@ -21,19 +18,6 @@ from odrec_export.export import BuildOptions, build, ort_session
 from odrec_export.models.registry import model_from_checkpoint
 
 pytestmark = needs_shared
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "odrec_export.cli", *args], capture_output=True, text=True,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
-
-
-def assert_one_line_error(result, code: int, *needles: str):
-    assert result.returncode == code, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
-    for n in needles:
-        assert n in lines[0]
 
 
 def run(folder, ids) -> tuple[np.ndarray, np.ndarray]:

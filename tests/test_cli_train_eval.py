@@ -1,29 +1,10 @@
 """End to end through the CLI: a short real training run, eval --json, and one-line errors."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DIGINETICA = SHARED / "diginetica_sample" / "sample_train-item-views.csv"
-needs_shared = pytest.mark.skipif(not DIGINETICA.is_file(), reason="../shared/data not beside the checkout")
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "odrec_export.cli", *args], capture_output=True, text=True,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
-
-
-def assert_one_line_error(result, code: int, *needles: str):
-    assert result.returncode == code, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for n in needles:
-        assert n in lines[0]
+from conftest import DIGINETICA, assert_one_line_error, cli, needs_shared
 
 
 @pytest.fixture(scope="module")

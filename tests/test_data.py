@@ -9,7 +9,7 @@ from odrec_export.data import (ClickLogProtocol, Vocabulary, expand_prefixes, lo
                                read_click_log, read_preprocessed)
 from odrec_export.errors import DataError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import SHARED
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
 
-from conftest import needs_shared
+from conftest import cli, needs_shared
 from odrec_export import artifact as A
 from odrec_export.export import ort_session
 from odrec_export.report import baseline_graph, decode_item_table
 
 pytestmark = needs_shared
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "odrec_export.cli", *args], capture_output=True, text=True,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
 
 
 def test_size_report_accounts_for_every_byte(built):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +17,12 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from conftest import REPO, cli
 from odrec_export import artifact as A
 from odrec_export.arm_runtime import default_cache_dir
 from odrec_export.verify import FAIL, NOT_CHECKED, PASS, Agreement, Case, VerifyInputError, compare, verify
 
-REPO = Path(__file__).resolve().parents[1]
 FEW = 32  # sessions per verify run: enough rows to exercise every path, cheap on 2 cores
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "odrec_export.cli", *args], capture_output=True, text=True,
-                          cwd=REPO, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ converter) can turn them into an int64 table or rebuild the N×d item table.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import shutil
@@ -447,10 +446,11 @@ def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *
         manifest["source_checkpoint"] = {"path": str(ckpt), "sha256": frozen.checkpoint_sha256}
         if eval_data is not None:
             log("evaluating the built graph through onnxruntime ...")
-            fp32 = None
-            if (frozen.compressor == "codes" and opts.quant != "fp32") or opts.encoder_quant != "fp32":
-                def fp32():
-                    return build_model(frozen, BuildOptions(quant="fp32", top_k=opts.top_k, simplify=opts.simplify))[0]
+            def build_fp32():
+                return build_model(frozen, BuildOptions(quant="fp32", top_k=opts.top_k, simplify=opts.simplify))[0]
+
+            quantised = (frozen.compressor == "codes" and opts.quant != "fp32") or opts.encoder_quant != "fp32"
+            fp32 = build_fp32 if quantised else None
             manifest["evaluation"] = _eval_block(frozen, model, fp32, Path(eval_data))
         A.write_manifest(tmp, manifest)
         _replace_dir(tmp, out)

@@ -97,7 +97,7 @@ def _encoder_fp32_bytes(model) -> int:
 
 
 def _baseline_from_checkpoint(ckpt, manifest: dict):
-    from .export import BuildOptions, assemble, export_encoder
+    from .export import assemble, export_encoder
     from .freeze import freeze, materialise
 
     frozen = freeze(ckpt)
