@@ -77,13 +77,6 @@ def hot_items(data: SessionData, fraction: float) -> torch.Tensor:
     return mask
 
 
-def trim_padding(ids: torch.Tensor) -> torch.Tensor:
-    """Drop the left-padding columns no session in the batch uses. Positions count back from the most
-    recent item, so the result is unchanged; most sessions are short and this saves most encoder work."""
-    used = (ids != 0).any(0).nonzero()
-    return ids[:, int(used[0]):] if len(used) else ids[:, -1:]
-
-
 def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
     """Symmetric InfoNCE with cosine similarity: row i of a and row i of b are the positives."""
     logits = F.normalize(a, dim=1, eps=1e-8) @ F.normalize(b, dim=1, eps=1e-8).t() / tau
@@ -173,7 +166,7 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
                                                        f"distil {epoch}")):
             done = ((epoch - 1) * n_batches + step) / max(1, train_cfg.epochs * n_batches - 1)
             distiller.eta = cfg.eta * (1 - done)  # linear to 0 at the last step of the last epoch
-            ids, targets = trim_padding(ids).to(device), targets.to(device)
+            ids, targets = ids.to(device), targets.to(device)
             loss, parts = distiller.loss(ids, targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()

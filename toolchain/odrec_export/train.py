@@ -66,7 +66,14 @@ class SampleBatches:
         order = torch.randperm(len(self), generator=generator)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            yield self.ids[idx], self.targets[idx]
+            yield trim_padding(self.ids[idx]), self.targets[idx]
+
+
+def trim_padding(ids: torch.Tensor) -> torch.Tensor:
+    """Drop the left-padding columns no session in the batch uses. Positions count back from the most
+    recent item, so the result is unchanged; most sessions are short and this saves most encoder work."""
+    used = (ids != 0).any(0).nonzero()
+    return ids[:, int(used[0]):] if len(used) else ids[:, -1:]
 
 
 def environment() -> dict:
