@@ -24,7 +24,6 @@ The teacher's item table is never written into the student's checkpoint.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -41,7 +40,7 @@ from .evaluate import evaluate_model
 from .models.codes import CodesItemTable
 from .models.recommender import SessionRecommender
 from .models.registry import build_model
-from .train import Progress, SampleBatches, TrainConfig, environment, no_progress, resolve_device
+from .train import BestEpoch, Progress, SampleBatches, TrainConfig, environment, no_progress, resolve_device
 
 
 @dataclass
@@ -157,7 +156,7 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
     gen = torch.Generator().manual_seed(train_cfg.seed)
     n_batches = (len(batches) + train_cfg.batch_size - 1) // train_cfg.batch_size
     max_len = student.encoder.cfg.max_len
-    history, best, best_state, best_epoch, stale = [], float("-inf"), None, 0, 0
+    history, selection = [], BestEpoch(train_cfg.patience)
     for epoch in range(1, train_cfg.epochs + 1):
         student.train()
         teacher.train(cfg.bidirectional)
@@ -182,18 +181,13 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
         log(f"distil epoch {epoch} (eta {distiller.eta:.2f}): " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
             + (f"; student valid HR@10 {100 * val['HR@10']:.2f} NDCG@10 {100 * val['NDCG@10']:.2f}" if val else "")
             + f" ({time.time() - t0:.0f}s)")
-        score = val.get("HR@10", -epoch)
-        if score > best:
-            best, best_state, best_epoch, stale = score, copy.deepcopy(student.state_dict()), epoch, 0
-        else:
-            stale += 1
-            if stale >= train_cfg.patience:
-                log(f"early stop: no validation gain for {train_cfg.patience} epochs")
-                break
-    student.load_state_dict(best_state)
+        if not selection.update(student, epoch, val) and selection.exhausted:
+            log(f"early stop: no validation gain for {train_cfg.patience} epochs")
+            break
+    student.load_state_dict(selection.state)
     student.cpu().eval()
     teacher.cpu().eval()
-    return {"epochs_run": len(history), "best_epoch": best_epoch, "history": history}
+    return {"epochs_run": len(history), "best_epoch": selection.epoch, "history": history}
 
 
 def item_bytes(student: SessionRecommender) -> dict:

@@ -76,6 +76,27 @@ def trim_padding(ids: torch.Tensor) -> torch.Tensor:
     return ids[:, int(used[0]):] if len(used) else ids[:, -1:]
 
 
+class BestEpoch:
+    """Model selection on validation HR@10: keeps the best epoch's weights and counts the epochs
+    without gain. Without validation samples every epoch counts as a gain (the last one is kept)."""
+
+    def __init__(self, patience: int):
+        self.patience, self.score, self.epoch, self.state, self.stale = patience, float("-inf"), 0, None, 0
+
+    def update(self, model: torch.nn.Module, epoch: int, valid: dict) -> bool:
+        score = valid.get("HR@10", float("inf"))
+        if score > self.score or not valid:
+            self.score, self.epoch, self.stale = score, epoch, 0
+            self.state = copy.deepcopy(model.state_dict())
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def exhausted(self) -> bool:
+        return self.stale >= self.patience
+
+
 def environment() -> dict:
     return {"torch": str(torch.__version__), "numpy": np.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "threads": torch.get_num_threads()}
@@ -97,7 +118,7 @@ def fit(model: SessionRecommender, data: SessionData, cfg: TrainConfig, step_los
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    history, best, best_state, best_epoch, stale = [], float("-inf"), None, 0, 0
+    history, selection = [], BestEpoch(cfg.patience)
     n_batches = (len(batches) + cfg.batch_size - 1) // cfg.batch_size
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -113,23 +134,19 @@ def fit(model: SessionRecommender, data: SessionData, cfg: TrainConfig, step_los
         val = (evaluate_model(model, data.valid_samples, max_len=model.encoder.cfg.max_len,
                               batch_size=cfg.eval_batch_size, device=device)
                if data.valid_samples else {})
-        score = val.get("HR@10", -epoch)  # without validation data the last epoch wins
         history.append({"epoch": epoch, "loss": total / max(seen, 1), "seconds": time.time() - t0,
                         "valid": val})
         log(f"epoch {epoch}: loss {total / max(seen, 1):.4f}"
             + (f", valid HR@10 {100 * val['HR@10']:.2f} NDCG@10 {100 * val['NDCG@10']:.2f}" if val else "")
             + f" ({time.time() - t0:.0f}s)")
-        if score > best:
-            best, best_state, best_epoch, stale = score, copy.deepcopy(model.state_dict()), epoch, 0
+        if selection.update(model, epoch, val):
             if on_best is not None:
-                on_best({"epochs_run": len(history), "best_epoch": best_epoch, "history": history})
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                log(f"early stop: no validation gain for {cfg.patience} epochs")
-                break
-    model.load_state_dict(best_state)
-    return {"epochs_run": len(history), "best_epoch": best_epoch, "history": history}
+                on_best({"epochs_run": len(history), "best_epoch": epoch, "history": history})
+        elif selection.exhausted:
+            log(f"early stop: no validation gain for {cfg.patience} epochs")
+            break
+    model.load_state_dict(selection.state)
+    return {"epochs_run": len(history), "best_epoch": selection.epoch, "history": history}
 
 
 def cross_entropy_loss(model: SessionRecommender, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

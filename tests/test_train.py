@@ -1,0 +1,31 @@
+"""Model selection and batching in the training loop."""
+
+import torch
+
+from odrec_export.train import BestEpoch, trim_padding
+
+
+def test_best_epoch_keeps_the_best_weights_and_stops_after_patience():
+    model = torch.nn.Linear(1, 1)
+    sel = BestEpoch(patience=2)
+    for epoch, hr in enumerate([0.1, 0.3, 0.2], 1):
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        sel.update(model, epoch, {"HR@10": hr})
+    assert sel.epoch == 2 and sel.state["weight"].item() == 2 and not sel.exhausted
+    sel.update(model, 4, {"HR@10": 0.25})
+    assert sel.exhausted
+
+
+def test_without_validation_the_last_epoch_wins():
+    model = torch.nn.Linear(1, 1)
+    sel = BestEpoch(patience=1)
+    for epoch in (1, 2, 3):
+        assert sel.update(model, epoch, {})
+    assert sel.epoch == 3 and not sel.exhausted
+
+
+def test_trim_padding_keeps_every_used_column():
+    ids = torch.tensor([[0, 0, 0, 1, 2], [0, 0, 3, 4, 5]])
+    assert trim_padding(ids).tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert trim_padding(torch.zeros(2, 4, dtype=torch.long)).shape == (2, 1)
