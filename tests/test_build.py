@@ -232,3 +232,17 @@ def test_int8_encoder_weights_shrink_the_encoder_and_keep_the_ranking(built, tin
     assert np.mean([len(set(a) & set(b)) / 20 for a, b in zip(q, f)]) >= 0.9
     assert_one_line_error(cli("build", "--ckpt", str(tiny_checkpoints[1]), "--out", str(tmp_path / "x"),
                               "--encoder-quant", "int2"), 2, "--encoder-quant")
+
+
+def test_fp16_encoder_weights_halve_the_encoder_and_keep_fp32_arithmetic(built, tiny_checkpoints, tmp_path):
+    m = build(tiny_checkpoints[1], tmp_path / "e16", BuildOptions(quant="int8", encoder_quant="fp16"))
+    assert m["quantisation"]["encoder"].startswith("fp16")
+    model = onnx.load(str(tmp_path / "e16" / A.MODEL_FILE))
+    halves = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert halves and all(i.name.startswith("enc/") and i.name.endswith("_fp16") for i in halves)
+    assert (tmp_path / "e16" / A.MODEL_FILE).stat().st_size < (built["int8"] / A.MODEL_FILE).stat().st_size
+    batch = np.random.default_rng(3).integers(1, m["num_items"] + 1, size=(64, 6))
+    h_ids, h_scores = run(tmp_path / "e16", batch)
+    f_ids, f_scores = run(built["int8"], batch)
+    assert np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(h_ids, f_ids)]) >= 0.95
+    assert np.max(np.abs(h_scores - f_scores)) < 1e-2 * np.max(np.abs(f_scores))

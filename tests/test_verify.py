@@ -283,3 +283,15 @@ def test_int8_encoder_reference_and_runtime_fusion_diagnosis(tiny_checkpoints, t
     else:
         assert ref.details[0].startswith("hint: the graph has int8 MatMul weights")
         assert ref.details[0].endswith("(pass)"), ref.details[0]
+
+
+def test_fp16_encoder_passes_the_reference_check(tiny_checkpoints, tmp_path):
+    """The reference rounds the same Linear weights to float16, so an fp16-encoder artifact is held to
+    the same tolerance as an fp32 one."""
+    from odrec_export.export import BuildOptions, build
+
+    _, student = tiny_checkpoints
+    build(student, tmp_path / "a", BuildOptions(encoder_quant="fp16"))
+    report = verify(tmp_path / "a", sessions=FEW, arm=False)
+    ref = next(c for c in report.checks if c.check == "reference")
+    assert ref.status == PASS and ref.max_score_diff < 1e-4, ref.details

@@ -28,6 +28,7 @@ OUTPUTS = [{"name": OUTPUT_IDS, "dtype": "int64", "shape": ["batch", "k"]},
            {"name": OUTPUT_SCORES, "dtype": "float32", "shape": ["batch", "k"]}]
 
 QUANT_SCHEMES = ("int8", "fp32")
+ENCODER_QUANT_SCHEMES = ("fp32", "fp16", "int8")
 MIN_OPSET, MAX_OPSET, MAX_IR_VERSION = 18, 20, 9
 
 # Initializer names in model.onnx, which size-report uses to say where the bytes go.

@@ -226,7 +226,7 @@ def build(
     ckpt: Path = typer.Option(..., "--ckpt", help="Student (codes) or teacher (none) checkpoint."),
     out: Path = typer.Option(..., "--out", help="Artifact directory to write (atomically)."),
     quant: str = typer.Option("int8", help="Codebook quantisation: int8 (per-row scale) or fp32."),
-    encoder_quant: str = typer.Option("fp32", "--encoder-quant", help="Encoder MatMul weights: fp32 or int8 (per-column scale)."),
+    encoder_quant: str = typer.Option("fp32", "--encoder-quant", help="Encoder MatMul weights: fp32, fp16 (half the bytes, fp32 arithmetic) or int8 (per-column scale; onnxruntime's MatMulNBits fusion then also quantises activations)."),
     top_k: int = typer.Option(20, "--top-k", help="How many items the graph returns."),
     ort_format: bool = typer.Option(False, "--ort", help="Also write model.ort (onnxruntime mobile format)."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxsim (kept only when it does not grow the file)."),

@@ -100,19 +100,46 @@ def export_encoder(frozen: FrozenModel, simplify: bool = True, quant: str = "fp3
         model, note = _simplify(model, "encoder")
     if quant == "int8":
         _quantise_matmul_weights(model)
+    elif quant == "fp16":
+        _fp16_matmul_weights(model)
     model = onnx.compose.add_prefix(model, A.ENCODER_PREFIX)
     return model, note
 
 
-def _quantise_matmul_weights(model: onnx.ModelProto, min_elements: int = 1024) -> None:
+def _matmul_weights(model: onnx.ModelProto, min_elements: int = 1024) -> list[str]:
+    """Names of the large 2-D MatMul/Gemm weight initializers (W as in × out)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    return sorted({n.input[1] for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1
+                   and n.input[1] in inits and len(inits[n.input[1]].dims) == 2
+                   and int(np.prod(inits[n.input[1]].dims)) >= min_elements
+                   and not (n.op_type == "Gemm" and any(a.name == "transB" and a.i for a in n.attribute))})
+
+
+def _prepend_nodes(model: onnx.ModelProto, new_nodes: list) -> None:
+    nodes = new_nodes + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
+def _fp16_matmul_weights(model: onnx.ModelProto) -> None:
+    """Store each large MatMul weight as float16 with a Cast back to float32: half the encoder's bytes
+    on disk, fp32 arithmetic at run time (onnxruntime folds the Cast once, at load)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    new_nodes = []
+    for name in _matmul_weights(model):
+        w = numpy_helper.to_array(inits[name]).astype(np.float16)
+        model.graph.initializer.remove(inits[name])
+        model.graph.initializer.append(numpy_helper.from_array(w, name + "_fp16"))
+        new_nodes.append(helper.make_node("Cast", [name + "_fp16"], [name], name=name + "_cast",
+                                          to=TensorProto.FLOAT))
+    _prepend_nodes(model, new_nodes)
+
+
+def _quantise_matmul_weights(model: onnx.ModelProto) -> None:
     """Replace each large 2-D MatMul/Gemm weight W by DequantizeLinear(int8 W_q, per-column scale)."""
     inits = {i.name: i for i in model.graph.initializer}
-    targets = sorted({n.input[1] for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1
-                      and n.input[1] in inits and len(inits[n.input[1]].dims) == 2
-                      and int(np.prod(inits[n.input[1]].dims)) >= min_elements
-                      and not (n.op_type == "Gemm" and any(a.name == "transB" and a.i for a in n.attribute))})
     new_nodes = []
-    for name in targets:
+    for name in _matmul_weights(model):
         w = numpy_helper.to_array(inits[name]).astype(np.float32)
         q, scale = quantise_rows(np.ascontiguousarray(w.T))  # one scale per output column
         model.graph.initializer.remove(inits[name])
@@ -120,9 +147,7 @@ def _quantise_matmul_weights(model: onnx.ModelProto, min_elements: int = 1024) -
                                         numpy_helper.from_array(scale, name + "_scale")])
         new_nodes.append(helper.make_node("DequantizeLinear", [name + "_int8", name + "_scale"], [name],
                                           name=name + "_dequant", axis=1))
-    nodes = new_nodes + list(model.graph.node)
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
+    _prepend_nodes(model, new_nodes)
 
 
 def _simplify(model: onnx.ModelProto, what: str) -> tuple[onnx.ModelProto, str]:
@@ -403,8 +428,8 @@ def check_options(opts: BuildOptions) -> None:
         extra = " (int4: plain 4-bit rounding of the codebooks loses too much accuracy without " \
                 "quantisation-aware training)" if opts.quant == "int4" else ""
         raise UsageError(f"unknown --quant '{opts.quant}' (use {' or '.join(A.QUANT_SCHEMES)}){extra}")
-    if opts.encoder_quant not in A.QUANT_SCHEMES:
-        raise UsageError(f"unknown --encoder-quant '{opts.encoder_quant}' (use {' or '.join(A.QUANT_SCHEMES)})")
+    if opts.encoder_quant not in A.ENCODER_QUANT_SCHEMES:
+        raise UsageError(f"unknown --encoder-quant '{opts.encoder_quant}' (use {', '.join(A.ENCODER_QUANT_SCHEMES)})")
     if opts.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {opts.top_k}")
 
@@ -490,6 +515,8 @@ def _manifest(frozen: FrozenModel, model: onnx.ModelProto, opts: BuildOptions, n
         quant = {"scheme": "fp32", "encoder": "fp32"}
     if opts.encoder_quant == "int8":
         quant["encoder"] = "int8 MatMul weights, per-output-column symmetric scale (DequantizeLinear); other weights fp32"
+    elif opts.encoder_quant == "fp16":
+        quant["encoder"] = "fp16 MatMul weights (Cast to fp32; fp32 arithmetic); other weights fp32"
     return {
         "format": A.FORMAT, "format_version": A.FORMAT_VERSION,
         "num_items": frozen.num_items, "top_k": k, "max_session_length": frozen.max_len,

@@ -512,8 +512,11 @@ def reference_outputs(ckpt_path: Path, manifest: dict, items: list[str], cases: 
     if hasattr(model.items, "codebooks") and quant != "fp32":
         with torch.no_grad():
             model.items.codebooks.copy_(quantised_codebooks(model.items.codebooks.detach(), quant))
-    if str((manifest.get("quantisation") or {}).get("encoder", "fp32")).startswith("int8"):
+    encoder_quant = str((manifest.get("quantisation") or {}).get("encoder", "fp32"))
+    if encoder_quant.startswith("int8"):
         _quantise_encoder_like_graph(model.encoder, graph)
+    elif encoder_quant.startswith("fp16"):
+        _round_encoder_like_graph(model.encoder, graph)
     n, max_len, k = model.num_items, model.encoder.cfg.max_len, min(int(manifest["top_k"]), model.num_items)
     out = []
     with torch.no_grad():
@@ -558,6 +561,26 @@ def _quantise_encoder_like_graph(encoder, graph) -> None:
         missing = sorted({n for n, _, _ in stored} - matched)
         raise ReferenceMismatch(f"{A.MODEL_FILE}: int8 encoder weight {missing[0]} matches no Linear layer of the "
                                 f"checkpoint ({len(matched)}/{len(stored)} matched)")
+
+
+def _round_encoder_like_graph(encoder, graph) -> None:
+    """Give every nn.Linear whose weight the graph stores as float16 (``<name>_fp16``, W as in × out)
+    the same float16 round trip; a weight the checkpoint does not explain fails the reference check."""
+    import torch
+    from onnx import numpy_helper
+
+    stored = [numpy_helper.to_array(t).astype(np.float32) for t in graph.graph.initializer
+              if t.name.endswith("_fp16")]
+    matched = 0
+    for lin in (m for m in encoder.modules() if isinstance(m, torch.nn.Linear)):
+        rounded = lin.weight.detach().half().float()
+        if any(w.shape == rounded.T.shape and np.array_equal(w, rounded.T.numpy()) for w in stored):
+            with torch.no_grad():
+                lin.weight.copy_(rounded)
+            matched += 1
+    if matched != len(stored):
+        raise ReferenceMismatch(f"{A.MODEL_FILE}: {len(stored) - matched} fp16 encoder weight(s) match no Linear "
+                                f"layer of the checkpoint ({matched}/{len(stored)} matched)")
 
 
 def quantised_codebooks(books, quant: str):
