@@ -24,7 +24,7 @@ test: $(VENV)/.installed
 STUDENT ?= models/tmall/student.pt
 EVAL    := $(if $(wildcard $(SHARED)/tmall/test_samples.txt),--eval-data $(SHARED)/tmall,)
 demo: $(VENV)/.installed
-	$(CLI) build --ckpt $(STUDENT) --out $(DEMO)/artifact --force $(EVAL)
+	$(CLI) build --ckpt $(STUDENT) --out $(DEMO)/artifact --force --encoder-quant fp16 $(EVAL)
 	$(CLI) verify $(DEMO)/artifact --ckpt $(STUDENT) $(if $(EVAL),--data $(SHARED)/tmall,)
 	$(CLI) size-report $(DEMO)/artifact --baseline $(STUDENT)
 	$(CLI) bench $(DEMO)/artifact --quick
