@@ -8,10 +8,32 @@ import torch
 from odrec_export.metrics import RankingMetrics, format_table, metrics_from_ranks, target_ranks
 
 
-def test_target_ranks_count_strictly_higher_scores():
+def test_target_ranks_break_ties_by_index_like_topk():
     scores = torch.tensor([[float("-inf"), 0.9, 0.1, 0.5, 0.5],
-                           [float("-inf"), 0.2, 0.3, 0.4, 0.1]])
-    assert target_ranks(scores, torch.tensor([3, 4])).tolist() == [1, 3]  # tie at 0.5 does not count
+                           [float("-inf"), 0.2, 0.3, 0.4, 0.1],
+                           [float("-inf"), 0.9, 0.1, 0.5, 0.5]])
+    # row 0: the tie at 0.5 has a higher index (4) and does not count; row 2: target 4 is behind item 3
+    assert target_ranks(scores, torch.tensor([3, 4, 4])).tolist() == [1, 3, 2]
+    assert onnxruntime_topk_order(scores[2].numpy()).index(4) == 2
+
+
+def onnxruntime_topk_order(row) -> list[int]:
+    """Indices of one score row as onnxruntime's TopK orders them (the shipped artifact's order)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    n = len(row)
+    graph = helper.make_graph(
+        [helper.make_node("TopK", ["x", "k"], ["v", "i"])], "topk",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, n]),
+         helper.make_tensor_value_info("i", TensorProto.INT64, [1, n])],
+        [helper.make_tensor("k", TensorProto.INT64, [1], [n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(["i"], {"x": np.asarray(row, dtype=np.float32)[None]})[0][0].tolist()
 
 
 def test_hand_computed_values():

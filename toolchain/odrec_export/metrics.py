@@ -1,8 +1,11 @@
 """HR@K, NDCG@K and MRR@K over the full item set.
 
-A sample's rank is the number of items scored strictly higher than its target (0-based), so a tie
-never pushes the target down. HR@K counts rank < K; NDCG@K adds 1/log2(rank + 2); MRR@K adds
-1/(rank + 1). Each sample is counted once.
+A sample's rank (0-based) is the number of items scored strictly higher than its target plus the
+tied items with a lower index: exactly the target's position in a top-k that breaks ties by index,
+as onnxruntime's TopK does. Ties matter for compressed tables, where items sharing a code score
+identically; counting them in the target's favour would flatter the model and disagree with the
+shipped artifact. HR@K counts rank < K; NDCG@K adds 1/log2(rank + 2); MRR@K adds 1/(rank + 1).
+Each sample is counted once.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ DEFAULT_KS = (5, 10, 20)
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based rank of each target among all columns of ``scores`` (B × items)."""
+    """0-based rank of each target among all columns of ``scores`` (B × items), ties broken by index."""
     target_scores = scores.gather(1, targets.view(-1, 1))
-    return (scores > target_scores).sum(dim=1)
+    lower_index = torch.arange(scores.shape[1], device=scores.device).unsqueeze(0) < targets.view(-1, 1)
+    return (scores > target_scores).sum(dim=1) + ((scores == target_scores) & lower_index).sum(dim=1)
 
 
 class RankingMetrics:
