@@ -52,3 +52,13 @@ class CodesItemTable(ItemTable):
     def table(self) -> torch.Tensor:
         t = self._compose(self.codes)
         return torch.cat([torch.zeros_like(t[:1]), t[1:]])
+
+    def score(self, sessions: torch.Tensor) -> torch.Tensor:
+        """Per-codebook score tables, score(v) = Σ_m (E_m·s)[c_m(v)]: exact, no N×d table, and items
+        sharing a code score identically, as in the exported graph (so ties rank the same way)."""
+        tables = torch.einsum("bd,mkd->bmk", sessions, self.codebooks)
+        idx = self.codes.long()
+        out = tables[:, 0, idx[:, 0]]
+        for m in range(1, self.m):
+            out = out + tables[:, m, idx[:, m]]
+        return out

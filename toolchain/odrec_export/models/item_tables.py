@@ -23,6 +23,10 @@ class ItemTable(nn.Module):
         """All (N+1)×d vectors, row 0 = padding: for training and reference scoring only."""
         raise NotImplementedError
 
+    def score(self, sessions: torch.Tensor) -> torch.Tensor:
+        """B × (N+1) dot products of session vectors with every item vector."""
+        return sessions @ self.table().t()
+
 
 class FullItemTable(ItemTable):
     def __init__(self, num_items: int, dim: int):

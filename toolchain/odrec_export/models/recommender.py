@@ -24,6 +24,6 @@ class SessionRecommender(nn.Module):
 
     def scores(self, ids: torch.Tensor) -> torch.Tensor:
         """B × (N+1) scores; column 0 (padding) is -inf so it is never recommended."""
-        logits = self.session_vectors(ids) @ self.items.table().t()
+        logits = self.items.score(self.session_vectors(ids))
         logits[:, 0] = float("-inf")
         return logits
