@@ -16,6 +16,7 @@ from odrec_export.checkpoint import load_checkpoint
 from odrec_export.data import pad_batch
 from odrec_export.export import BuildOptions, build, ort_session
 from odrec_export.models.registry import model_from_checkpoint
+from odrec_export.verify import Agreement, Case, compare
 
 pytestmark = needs_shared
 
@@ -109,7 +110,13 @@ def test_fp32_graph_matches_pytorch_on_real_sessions(built, tiny_checkpoints, di
     top_ids, top_scores = run(built[kind], ids)
     with torch.no_grad():
         ref_scores, ref_ids = model.scores(torch.from_numpy(ids)).topk(20)
-    assert (top_ids == ref_ids.numpy()).all()
+    # Items sharing a code score identically, and the two runtimes may order such ties differently:
+    # ids must match wherever the scores are not tied (verify's parity rule).
+    agreement = Agreement()
+    compare(Case("real sessions", ids), ref_ids.numpy(), ref_scores.numpy(), top_ids, top_scores, agreement,
+            rtol=1e-4)
+    assert not agreement.problems, agreement.problems[:3]
+    assert agreement.identical >= 0.9 * agreement.rows
     np.testing.assert_allclose(top_scores, ref_scores.numpy(), rtol=1e-4, atol=1e-5)
 
 
