@@ -5,6 +5,7 @@ and say so (verify itself then reports ARM as "not checked")."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -21,10 +22,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def arm_runtime():
+    # Provisioned exactly as the CLI does it without --arm-cache: the relative default path, from the
+    # repository root (a relative path once broke the private apt configuration on a cold cache).
+    cwd = os.getcwd()
+    os.chdir(REPO)
     try:
-        return provision(REPO / default_cache_dir())
+        runtime = provision()
     except ArmUnavailable as e:
         pytest.skip(f"ARM64 runtime not provisionable here: {e}")
+    finally:
+        os.chdir(cwd)
+    assert runtime.root == (REPO / default_cache_dir()).resolve()
+    return runtime
 
 
 def tiny_model(path: Path, n: int = 3000, d: int = 64) -> Path:

@@ -351,7 +351,9 @@ def provision(cache_dir: str | Path | None = None, mirror: str = DEBIAN_MIRROR, 
     Concurrent callers serialise on a lock file; the runtime is built in a temp dir and renamed
     into place only when complete, so an interrupted provisioning leaves nothing half-made.
     """
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    # Absolute: the private apt configuration is written with these paths, and apt reads relative
+    # ones against its own root directory, not ours.
+    root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()).resolve()
     if (root / "runtime.json").is_file():
         return ArmRuntime(root)
     if sys.platform != "linux" or os.uname().machine != "x86_64":
