@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from odrec_export.code_learning import residual_kmeans
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DIGINETICA = SHARED / "diginetica_sample" / "sample_train-item-views.csv"
 needs_shared = pytest.mark.skipif(not DIGINETICA.is_file(), reason="../shared/data not beside the checkout")
@@ -35,32 +37,12 @@ def assert_one_line_error(result, code: int, *needles: str):
         assert n in lines[0]
 
 
-def residual_kmeans(table: torch.Tensor, m: int, k: int, iters: int = 15, seed: int = 0):
-    """Codes (rows × M) and codebooks (M × K × d) such that Σ_m codebook_m[code_m] ≈ table."""
-    gen = torch.Generator().manual_seed(seed)
-    residual = table.clone()
-    codes, books = [], []
-    for _ in range(m):
-        centroids = residual[torch.randperm(len(residual), generator=gen)[:k]].clone()
-        for _ in range(iters):
-            assign = torch.cdist(residual, centroids).argmin(1)
-            for c in range(k):
-                members = residual[assign == c]
-                if len(members):
-                    centroids[c] = members.mean(0)
-        assign = torch.cdist(residual, centroids).argmin(1)
-        residual = residual - centroids[assign]
-        codes.append(assign)
-        books.append(centroids)
-    return torch.stack(codes, 1), torch.stack(books)
-
-
 def student_from_teacher(teacher, m: int = 4, k: int = 16):
     """A codes-student checkpoint: teacher encoder + residual k-means codes of the teacher table."""
     from odrec_export.checkpoint import Checkpoint
 
     table = teacher.state_dict["items.weight"][1:].float()
-    codes, books = residual_kmeans(table, m, k)
+    codes, books = residual_kmeans(table, m, k, iters=15)
     codes = torch.cat([torch.zeros(1, m, dtype=codes.dtype), codes])  # row 0 = padding
     config = {"encoder": dict(teacher.config["encoder"]), "compressor": "codes", "items": {"m": m, "k": k}}
     state = {n: t for n, t in teacher.state_dict.items() if n.startswith("encoder.")}

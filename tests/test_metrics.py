@@ -20,7 +20,6 @@ def test_target_ranks_break_ties_by_index_like_topk():
 def onnxruntime_topk_order(row) -> list[int]:
     """Indices of one score row as onnxruntime's TopK orders them (the shipped artifact's order)."""
     import numpy as np
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
