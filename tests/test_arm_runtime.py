@@ -22,17 +22,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def arm_runtime():
-    # Provisioned exactly as the CLI does it without --arm-cache: the relative default path, from the
-    # repository root (a relative path once broke the private apt configuration on a cold cache).
+    # The default cache, reached through a relative path from the repository root: a relative
+    # --arm-cache once broke the private apt configuration on a cold cache.
     cwd = os.getcwd()
     os.chdir(REPO)
     try:
-        runtime = provision()
+        runtime = provision(os.path.relpath(default_cache_dir(), REPO))
     except ArmUnavailable as e:
         pytest.skip(f"ARM64 runtime not provisionable here: {e}")
     finally:
         os.chdir(cwd)
-    assert runtime.root == (REPO / default_cache_dir()).resolve()
+    assert runtime.root == default_cache_dir().resolve()
     return runtime
 
 

@@ -97,8 +97,10 @@ def guest_versions() -> tuple[str, str]:
 
 
 def default_cache_dir() -> Path:
+    """Per user, keyed by versions, so every checkout (and every CI clone) on a machine shares it."""
     ort, npv = guest_versions()
-    return Path(".cache") / f"arm64-ort-{ort}-{npv}"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "odrec-export" / f"arm64-ort-{ort}-{npv}"
 
 
 # --------------------------------------------------------------------------- running the guest

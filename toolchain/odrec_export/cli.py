@@ -200,7 +200,7 @@ def verify(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object, a field per check and platform."),
     arm: bool = typer.Option(True, "--arm/--no-arm", help="Also run onnxruntime aarch64 under qemu."),
     arm_cache: Optional[Path] = typer.Option(None, "--arm-cache", help="ARM64 runtime cache dir "
-                                             "(default: .cache/arm64-ort-<ort>-<numpy>)."),
+                                             "(default: ~/.cache/odrec-export/arm64-ort-<ort>-<numpy>)."),
     arm_cpu: Optional[list[str]] = typer.Option(None, "--arm-cpu", help="ARM CPU model, repeatable "
                                                 "(default: cortex-a72 and neoverse-n1)."),
     sessions: int = typer.Option(200, min=1, help="How many real (or sampled) sessions to compare."),
