@@ -92,3 +92,18 @@ def test_report_and_bench_errors_are_one_line(tmp_path):
         (tmp_path / "empty").mkdir(exist_ok=True)
         r = cli(cmd, str(tmp_path / "empty"))
         assert r.returncode == 1 and "manifest.json" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_computed_baseline_counts_reduced_encoder_weights_as_fp32(tiny_checkpoints, tmp_path):
+    """Without --baseline the fp32 model is computed from the artifact: its encoder must be counted at
+    4 bytes a value whatever precision the artifact stores, so fp32, fp16 and int8 encoders give
+    (nearly) the same baseline; only node names and cast/dequantise nodes may differ."""
+    from odrec_export.export import BuildOptions, build
+    from odrec_export.report import size_report
+
+    baselines = {}
+    for enc in ("fp32", "fp16", "int8"):
+        build(tiny_checkpoints[1], tmp_path / enc, BuildOptions(encoder_quant=enc))
+        baselines[enc] = size_report(tmp_path / enc, measure_rss=False)["baseline"]["model_bytes"]
+    assert abs(baselines["fp16"] - baselines["fp32"]) < 2048, baselines
+    assert abs(baselines["int8"] - baselines["fp32"]) < 2048, baselines

@@ -84,7 +84,8 @@ def size_report(folder: str | Path, baseline_ckpt: str | Path | None = None, mea
 
 
 def _encoder_fp32_bytes(model) -> int:
-    """Bytes of the encoder weights stored as fp32 (int8 weights count 4 bytes each, their scales 0)."""
+    """Bytes of the encoder weights stored as fp32 (int8 and fp16 weights count 4 bytes a value, int8
+    scales 0)."""
     from onnx import numpy_helper
 
     total = 0
@@ -92,7 +93,7 @@ def _encoder_fp32_bytes(model) -> int:
         if not i.name.startswith(A.ENCODER_PREFIX) or i.name.endswith("_scale"):
             continue
         a = numpy_helper.to_array(i)
-        total += a.size * 4 if i.name.endswith("_int8") else a.nbytes
+        total += a.size * 4 if i.name.endswith(("_int8", "_fp16")) else a.nbytes
     return total
 
 
