@@ -106,6 +106,8 @@ def train(
     eta: float = typer.Option(0.7, min=0.0, max=1.0, help="codes: initial mix-up share of teacher vectors."),
     bidirectional: bool = typer.Option(True, help="codes: also update the teacher from the student."),
     code_steps: int = typer.Option(300, min=1, help="codes: code-learning steps (full item table each)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="none: continue from this teacher checkpoint's "
+                                        "weights and architecture (e.g. a stopped run); --dim etc. are ignored."),
     delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
     item_col: Optional[str] = ItemColOpt, time_col: Optional[str] = TimeColOpt,
     date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
@@ -119,6 +121,8 @@ def train(
 
     if compressor not in ("none", "codes"):
         raise UsageError(f"unknown compressor '{compressor}' for train (use none or codes)")
+    if init is not None and compressor != "none":
+        raise UsageError("--init continues a teacher (--compressor none); a student starts from --teacher")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                       device=resolve_device(device))
     sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
@@ -128,9 +132,13 @@ def train(
     if compressor == "none":
         if teacher is not None:
             raise UsageError("--teacher is only used with --compressor codes")
+        start = None
+        if init is not None:
+            from .distill import load_teacher
+            start = load_teacher(init, sessions)
         # The best checkpoint so far is written after every improving epoch: a long run can be stopped.
         _, ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo,
-                                save=lambda c: save_checkpoint(c, out))
+                                save=lambda c: save_checkpoint(c, out), init=start)
     else:
         from .code_learning import CodeLearningConfig
         from .distill import DistillConfig, load_teacher, teacher_provenance, train_student

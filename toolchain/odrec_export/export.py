@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import warnings
 from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from . import __version__
 from . import artifact as A
 from .errors import OdrecError, UsageError
 from .freeze import FrozenModel
+from .graph import Graph
 
 OPSET = 18
 INT64_MAX = np.iinfo(np.int64).max
@@ -50,23 +51,6 @@ class BuildOptions:
     ort: bool = False
     simplify: bool = True
     encoder_quant: str = "fp32"
-
-
-@dataclass
-class Graph:
-    """Nodes and initializers collected while writing the graph by hand."""
-
-    nodes: list = field(default_factory=list)
-    inits: list = field(default_factory=list)
-
-    def const(self, name: str, array) -> str:
-        self.inits.append(numpy_helper.from_array(np.asarray(array), name))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], output: str | list[str], **attrs) -> str:
-        outputs = [output] if isinstance(output, str) else output
-        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=outputs[0], **attrs))
-        return output
 
 
 # --------------------------------------------------------------------------- encoder (PyTorch)

@@ -155,20 +155,29 @@ def cross_entropy_loss(model: SessionRecommender, ids: torch.Tensor, targets: to
 
 def train_teacher(data: SessionData, enc: dict, cfg: TrainConfig, *, progress: Progress = no_progress,
                   log: Callable[[str], None] = print,
-                  save: Callable[[Checkpoint], None] | None = None) -> tuple[SessionRecommender, Checkpoint]:
+                  save: Callable[[Checkpoint], None] | None = None,
+                  init: tuple[SessionRecommender, dict] | None = None) -> tuple[SessionRecommender, Checkpoint]:
     """Train the uncompressed SASRec teacher; returns the model and its final checkpoint.
 
     With ``save``, the best checkpoint so far is also handed to it after every improving epoch
-    (provenance marked ``"complete": false``) and the final one at the end.
+    (provenance marked ``"complete": false``) and the final one at the end. ``init`` (a teacher
+    and its provenance, from ``distill.load_teacher``) continues training from its weights and
+    architecture instead of a fresh model; ``enc`` is then ignored.
     """
-    model_config = {"encoder": EncoderConfig(num_items=data.num_items, **enc).to_dict(),
-                    "compressor": "none", "items": {}}
     torch.manual_seed(cfg.seed)
-    model = build_model(model_config)
+    if init is not None:
+        model, init_info = init
+        model_config = {"encoder": model.encoder.cfg.to_dict(), "compressor": "none", "items": {}}
+    else:
+        model_config = {"encoder": EncoderConfig(num_items=data.num_items, **enc).to_dict(),
+                        "compressor": "none", "items": {}}
+        model, init_info = build_model(model_config), None
     t0 = time.time()
 
     def checkpoint(history: dict, complete: bool) -> Checkpoint:
         provenance = {**training_provenance(data, cfg, history, time.time() - t0), "complete": complete}
+        if init_info is not None:
+            provenance["initialised_from"] = init_info
         if complete and data.test_samples:
             provenance["test_metrics"] = evaluate_model(model, data.test_samples,
                                                         max_len=model.encoder.cfg.max_len, device=cfg.device)

@@ -1,14 +1,23 @@
 """How items become vectors. Every table maps item indices 0..N (0 = padding) to d-dim vectors.
 
-``FullItemTable`` is the uncompressed N×d table of the teacher. Compressed tables (codes, ...)
-implement the same two methods, so the encoder and the training loops never need to know which
-one they hold.
+``FullItemTable`` is the uncompressed N×d table of the teacher. Compressed tables (codes, tensor
+trains, CpRec blocks) implement the same methods, so the encoder and the training loops never need
+to know which one they hold:
+
+* ``lookup`` / ``table``: item vectors (the full table only for training and reference scoring);
+* ``score``: B × (N+1) scores exactly as the exported graph computes them, ``log_probs``: the
+  training distribution over items 1..N (a plain softmax of the scores unless the table has its
+  own output layer, like CpRec's adaptive softmax);
+* ``init_from_table``: fit the compressed form to a teacher's table before distillation;
+* ``export_arrays``: the named arrays the artifact stores (names prefixed by the compressor).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class ItemTable(nn.Module):
@@ -27,6 +36,19 @@ class ItemTable(nn.Module):
         """B × (N+1) dot products of session vectors with every item vector."""
         return sessions @ self.table().t()
 
+    def log_probs(self, sessions: torch.Tensor) -> torch.Tensor:
+        """B × N log-probabilities of items 1..N (padding left out)."""
+        return F.log_softmax(self.score(sessions)[:, 1:], dim=1)
+
+    def init_from_table(self, table: torch.Tensor, counts: np.ndarray) -> dict:
+        """Fit this representation to a teacher's (N+1)×d table (``counts``: training clicks per
+        index); returns a JSON-able report (reconstruction error, sizes, ...)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be initialised from a table")
+
+    def export_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays the artifact stores, by initializer name."""
+        raise NotImplementedError
+
 
 class FullItemTable(ItemTable):
     def __init__(self, num_items: int, dim: int):
@@ -40,3 +62,13 @@ class FullItemTable(ItemTable):
 
     def table(self) -> torch.Tensor:
         return self.weight
+
+    def init_from_table(self, table: torch.Tensor, counts: np.ndarray) -> dict:
+        with torch.no_grad():
+            self.weight.copy_(table)
+        return {"copied": list(table.shape)}
+
+    def export_arrays(self) -> dict[str, np.ndarray]:
+        table = self.weight.detach().float().clone()
+        table[0] = 0.0
+        return {"item_table": table.numpy()}
