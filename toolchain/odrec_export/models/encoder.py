@@ -7,6 +7,23 @@ attention: with h_t the block outputs and h̄ their mean over real items,
 
 Sessions are left-padded (the most recent item last). Positions count back from the most recent
 item, so a session gets the same positions whatever padded length it arrives in.
+
+Layer-wise parameter sharing (``share``), CpRec's four modes transposed from NextItNet's residual
+blocks of two dilated convolutions to this encoder, where a block is an attention sub-layer plus an
+FFN of two d×d Linear layers (the FFN's two layers play the role of the block's two convolutions):
+
+* ``none``: every block has its own weights (the original encoder; state_dict unchanged);
+* ``cross-block``: every block uses block 0's attention (qkv, proj) and FFN weights and biases;
+* ``adjacent-block``: block 2k+1 uses block 2k's attention and FFN weights and biases;
+* ``adjacent-layer``: inside each block the FFN's second layer uses its first layer's d×d weight
+  matrix (biases stay separate), attention untouched;
+* ``cross-layer``: cross-block + adjacent-layer: one block's weights everywhere, with its two FFN
+  layers sharing one d×d matrix (and each of the two FFN biases shared across blocks).
+
+LayerNorms (in blocks and at the input), positions and the readout are never shared. A shared
+weight is one Parameter object registered under several names: ``parameters()`` and an ONNX export
+hold it once, ``state_dict`` lists it under every alias name (all pointing at one storage, so
+``torch.save`` writes it once) and loading with strict=True assigns the same values to every alias.
 """
 
 from __future__ import annotations
@@ -18,6 +35,9 @@ import torch
 import torch.nn as nn
 
 
+SHARE_MODES = ("none", "cross-block", "adjacent-block", "adjacent-layer", "cross-layer")
+
+
 @dataclass
 class EncoderConfig:
     num_items: int
@@ -26,6 +46,7 @@ class EncoderConfig:
     layers: int = 1
     max_len: int = 50
     dropout: float = 0.5
+    share: str = "none"  # layer-wise parameter sharing, see SHARE_MODES and the module docstring
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,6 +88,26 @@ class Block(nn.Module):
         return self.ln2(x + self.dropout(self.ffn(x)))
 
 
+def _shared_linears(block: Block) -> list[nn.Linear]:
+    return [block.attn.qkv, block.attn.proj, block.ffn[0], block.ffn[2]]
+
+
+def share_parameters(blocks: nn.ModuleList, mode: str) -> None:
+    """Tie the blocks' weights in place according to ``mode`` (one of SHARE_MODES)."""
+    if mode not in SHARE_MODES:
+        raise ValueError(f"unknown share mode '{mode}' (known: {', '.join(SHARE_MODES)})")
+    if mode in ("cross-block", "adjacent-block", "cross-layer"):
+        for j in range(1, len(blocks)):
+            src = 0 if mode != "adjacent-block" else j - j % 2
+            if src == j:
+                continue
+            for mine, theirs in zip(_shared_linears(blocks[j]), _shared_linears(blocks[src])):
+                mine.weight, mine.bias = theirs.weight, theirs.bias
+    if mode in ("adjacent-layer", "cross-layer"):
+        for block in blocks:
+            block.ffn[2].weight = block.ffn[0].weight
+
+
 class SoftAttentionReadout(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
@@ -92,6 +133,7 @@ class SessionEncoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.readout = SoftAttentionReadout(cfg.dim)
+        share_parameters(self.blocks, cfg.share)
 
     def forward(self, item_vectors: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         t = ids.shape[1]
