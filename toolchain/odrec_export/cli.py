@@ -277,18 +277,34 @@ def size_report_cmd(
 @app.command()
 @one_line_errors
 def bench(
-    folder: Path = typer.Argument(..., help="Artifact directory written by build."),
+    folders: list[Path] = typer.Argument(..., help="Artifact directory written by build; with --compare, two or "
+                                         "more (ratios are against the first).", metavar="DIR"),
+    compare: bool = typer.Option(False, "--compare", help="Compare the artifacts side by side instead (bytes, "
+                                 "item representation, recorded HR/NDCG@10, latency, memory; interleaved runs)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     runs: int = typer.Option(300, min=5, help="Timed runs per model and setting (after warm-up)."),
     warmup: int = typer.Option(30, min=1, help="Untimed runs first."),
     quick: bool = typer.Option(False, "--quick", help="60 runs, 10 warm-up, 30 inferences for memory."),
 ):
-    """Latency and memory of the artifact vs the same model with an fp32 N×d table (onnxruntime CPU)."""
-    from .report import bench as run_bench, format_bench
+    """Latency and memory of the artifact vs the same model with an fp32 N×d table (onnxruntime CPU);
+    with --compare, of several artifacts against the first."""
+    from .errors import UsageError
 
+    memory_runs = 30 if quick else 100
     if quick:
         runs, warmup = 60, 10
-    r = run_bench(folder, runs=runs, warmup=warmup, memory_runs=30 if quick else 100)
+    if compare:
+        from .compare import compare as run_compare, format_compare
+
+        r = run_compare(folders, runs=runs, warmup=warmup, memory_runs=memory_runs)
+        typer.echo(json.dumps(r, sort_keys=True) if as_json else format_compare(r))
+        return
+    if len(folders) != 1:
+        raise UsageError(f"bench takes one artifact directory, got {len(folders)} "
+                         "(use --compare DIR1 DIR2 ... to compare artifacts)")
+    from .report import bench as run_bench, format_bench
+
+    r = run_bench(folders[0], runs=runs, warmup=warmup, memory_runs=memory_runs)
     typer.echo(json.dumps(r, sort_keys=True) if as_json else format_bench(r))
 
 
