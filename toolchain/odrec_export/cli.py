@@ -85,7 +85,8 @@ ValidOpt = typer.Option(0.1, help="Fraction of training sessions (the latest) he
 def train(
     data: Path = DataOpt,
     out: Path = typer.Option(..., "--out", help="Checkpoint file to write (atomically)."),
-    epochs: int = typer.Option(10, min=1, help="Maximum epochs (early stopping on validation HR@10)."),
+    epochs: int = typer.Option(10, min=0, help="Maximum epochs (early stopping on validation HR@10); a student "
+                               "with 0 is its fitted item representation + the teacher's encoder, undistilled."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     seed: int = typer.Option(0, help="Random seed."),
     batch_size: int = typer.Option(128, min=1),
@@ -96,15 +97,28 @@ def train(
     layers: int = typer.Option(1, min=1),
     max_len: int = typer.Option(50, min=1, help="Maximum session length seen by the encoder."),
     dropout: float = typer.Option(0.5, min=0.0, max=0.95),
-    compressor: str = typer.Option("none", help="none: the teacher; codes: a compositional-codes student."),
-    teacher: Optional[Path] = typer.Option(None, help="codes: distil from this teacher checkpoint "
+    compressor: str = typer.Option("none", help="none: the teacher (with --teacher: an uncompressed student); "
+                                   "codes: compositional codes (EODRec); stt: semi-tensor train (OD-Rec); "
+                                   "tt: tensor train (TT-Rec); cprec: CpRec blocks + adaptive softmax."),
+    teacher: Optional[Path] = typer.Option(None, help="Students: distil from this teacher checkpoint "
                                            "(default: train a teacher first)."),
     m: int = typer.Option(4, min=1, help="codes: number of codebooks M."),
     k: int = typer.Option(256, min=2, max=65536, help="codes: codewords per codebook K."),
-    beta: float = typer.Option(0.01, min=0.0, help="codes: weight of the contrastive loss."),
-    gamma: float = typer.Option(0.3, min=0.0, help="codes: weight of the soft-target KL."),
-    eta: float = typer.Option(0.7, min=0.0, max=1.0, help="codes: initial mix-up share of teacher vectors."),
-    bidirectional: bool = typer.Option(True, help="codes: also update the teacher from the student."),
+    rank: Optional[int] = typer.Option(None, min=1, help="tt/stt: TT-rank R (default: about 30x compression)."),
+    blocks: Optional[str] = typer.Option(None, help="cprec: frequency block sizes, e.g. 500,2000 (the last block "
+                                         "takes the rest; default: about 30x compression)."),
+    rho: int = typer.Option(4, min=2, help="cprec: block i has dimension d/rho^i."),
+    kd: Optional[str] = typer.Option(None, help="Students: KD recipe, eodrec (bidirectional, mix-up; default for "
+                                     "codes) or odrec (frozen teacher, predictive task; default for the others)."),
+    beta: float = typer.Option(0.01, min=0.0, help="Students: weight of the contrastive loss."),
+    gamma: float = typer.Option(0.3, min=0.0, help="Students: weight of the soft-target KL."),
+    eta: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Students: initial mix-up share of teacher "
+                                        "vectors (recipe default: eodrec 0.7, odrec 0)."),
+    bidirectional: Optional[bool] = typer.Option(None, "--bidirectional/--no-bidirectional",
+                                                 help="Students: also update the teacher from the student "
+                                                 "(recipe default: eodrec yes, odrec no)."),
+    predictive: Optional[float] = typer.Option(None, min=0.0, help="Students: weight of OD-Rec's predictive task "
+                                               "(recipe default: eodrec 0, odrec 0.5)."),
     code_steps: int = typer.Option(300, min=1, help="codes: code-learning steps (full item table each)."),
     init: Optional[Path] = typer.Option(None, "--init", help="none: continue from this teacher checkpoint's "
                                         "weights and architecture (e.g. a stopped run); --dim etc. are ignored."),
@@ -119,19 +133,22 @@ def train(
     from .metrics import format_table
     from .train import TrainConfig, resolve_device, train_teacher
 
-    if compressor not in ("none", "codes"):
-        raise UsageError(f"unknown compressor '{compressor}' for train (use none or codes)")
-    if init is not None and compressor != "none":
-        raise UsageError("--init continues a teacher (--compressor none); a student starts from --teacher")
+    compressors = ("none", "codes", "tt", "stt", "cprec")
+    if compressor not in compressors:
+        raise UsageError(f"unknown compressor '{compressor}' for train (use {', '.join(compressors)})")
+    student = compressor != "none" or teacher is not None
+    if init is not None and student:
+        raise UsageError("--init continues a teacher (--compressor none, no --teacher); a student starts from --teacher")
+    if epochs == 0 and not student:
+        raise UsageError("--epochs 0 only makes sense for a student (a fitted, undistilled representation)")
+    items_config = _items_config(compressor, m, k, rank, blocks, rho)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                       device=resolve_device(device))
     sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
                                              test_days, valid_fraction))
     typer.echo(f"data: {json.dumps(sessions.report)}")
     enc = {"dim": dim, "heads": heads, "layers": layers, "max_len": max_len, "dropout": dropout}
-    if compressor == "none":
-        if teacher is not None:
-            raise UsageError("--teacher is only used with --compressor codes")
+    if not student:
         start = None
         if init is not None:
             from .distill import load_teacher
@@ -141,7 +158,7 @@ def train(
                                 save=lambda c: save_checkpoint(c, out), init=start)
     else:
         from .code_learning import CodeLearningConfig
-        from .distill import DistillConfig, load_teacher, teacher_provenance, train_student
+        from .distill import distill_config, load_teacher, teacher_provenance, train_student
 
         if teacher is not None:
             teacher_model, teacher_info = load_teacher(teacher, sessions)
@@ -150,14 +167,36 @@ def train(
             teacher_model, teacher_ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo)
             teacher_info = teacher_provenance(teacher_ckpt)
         code_cfg = CodeLearningConfig(m=m, k=k, steps=code_steps, seed=seed, device=cfg.device)
-        kd_cfg = DistillConfig(beta=beta, gamma=gamma, eta=eta, bidirectional=bidirectional)
-        _, ckpt = train_student(sessions, teacher_model, teacher_info, code_cfg, cfg, kd_cfg,
-                                progress=_rich_progress, log=typer.echo)
+        kd_cfg = distill_config(compressor, kd, beta=beta, gamma=gamma, eta=eta, bidirectional=bidirectional,
+                                predictive=predictive)
+        _, ckpt = train_student(sessions, teacher_model, teacher_info, code_cfg, cfg, kd_cfg, compressor=compressor,
+                                items_config=items_config, progress=_rich_progress, log=typer.echo)
         typer.echo(f"item representation: {json.dumps(ckpt.provenance['item_bytes'])}")
     sha = save_checkpoint(ckpt, out)
     if "test_metrics" in ckpt.provenance:
         typer.echo("test metrics (best validation epoch):\n" + format_table(ckpt.provenance["test_metrics"]))
     typer.echo(f"wrote {out} (sha256 {sha[:16]}…)")
+
+
+def _items_config(compressor: str, m: int, k: int, rank: int | None, blocks: str | None, rho: int) -> dict:
+    """The student's ``config["items"]`` from the CLI options of its compressor."""
+    from .errors import UsageError
+
+    if compressor == "codes":
+        return {"m": m, "k": k}
+    if compressor in ("tt", "stt"):
+        return {} if rank is None else {"rank": rank}
+    if compressor == "cprec":
+        config: dict = {"rho": rho}
+        if blocks is not None:
+            try:
+                config["blocks"] = [int(b) for b in blocks.split(",") if b.strip()]
+            except ValueError:
+                raise UsageError(f"--blocks must be comma-separated block sizes, got {blocks!r}") from None
+            if not config["blocks"] or min(config["blocks"]) < 1:
+                raise UsageError(f"--blocks must be positive sizes, got {blocks!r}")
+        return config
+    return {}
 
 
 @app.command("eval")
@@ -231,7 +270,7 @@ def verify(
 @app.command()
 @one_line_errors
 def build(
-    ckpt: Path = typer.Option(..., "--ckpt", help="Student (codes) or teacher (none) checkpoint."),
+    ckpt: Path = typer.Option(..., "--ckpt", help="Student (codes, tt, stt, cprec) or teacher (none) checkpoint."),
     out: Path = typer.Option(..., "--out", help="Artifact directory to write (atomically)."),
     quant: str = typer.Option("int8", help="Codebook quantisation: int8 (per-row scale) or fp32."),
     encoder_quant: str = typer.Option("fp32", "--encoder-quant", help="Encoder MatMul weights: fp32, fp16 (half the bytes, fp32 arithmetic) or int8 (per-column scale; onnxruntime's MatMulNBits fusion then also quantises activations)."),
@@ -240,12 +279,15 @@ def build(
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxsim (kept only when it does not grow the file)."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Evaluate the built graph on this data's test samples."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out directory."),
+    expand_top: Optional[int] = typer.Option(None, "--expand-top", help="cprec: expand only the tail blocks whose "
+                                             "cluster is in the head's top-k (CpRec's fast, approximate output)."),
 ):
     """Freeze a checkpoint into an ONNX artifact: model.onnx, items.txt, manifest.json [, model.ort]."""
     from .export import BuildOptions, build as run_build
     from .metrics import format_table
 
-    opts = BuildOptions(quant=quant, top_k=top_k, ort=ort_format, simplify=simplify, encoder_quant=encoder_quant)
+    opts = BuildOptions(quant=quant, top_k=top_k, ort=ort_format, simplify=simplify, encoder_quant=encoder_quant,
+                        expand_top=expand_top)
     manifest = run_build(ckpt, out, opts, force=force, eval_data=eval_data, log=typer.echo)
     for name, info in manifest["files"].items():
         typer.echo(f"{name:<12} {info['bytes']:>12,} bytes  sha256 {info['sha256'][:16]}…")

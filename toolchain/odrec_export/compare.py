@@ -30,10 +30,9 @@ import numpy as np
 
 from . import artifact as A
 from .errors import OdrecError, UsageError
-from .report import part_sizes, probe_memory
+from .report import ITEM_PARTS, part_sizes, probe_memory
 
 METRICS = ("HR@10", "NDCG@10")
-ITEM_PARTS = ("codebooks", "codes", "scales", "item table (fp32)")  # report.part_sizes names
 
 
 def _ratio(x, first):
@@ -58,9 +57,7 @@ def _describe(folder: Path) -> dict:
     model = onnx.load(str(folder / A.MODEL_FILE), load_external_data=False)
     parts = part_sizes(folder, model)
     comp = manifest.get("compressor") or {}
-    if isinstance(comp.get("item_representation_bytes"), int):
-        item_bytes, item_src = comp["item_representation_bytes"], "manifest"
-    elif any(parts[p] for p in ITEM_PARTS):
+    if any(parts[p] for p in ITEM_PARTS):
         item_bytes, item_src = sum(parts[p] for p in ITEM_PARTS), "model.onnx initializers"
     else:
         item_bytes, item_src = None, None

@@ -1,25 +1,30 @@
-"""Bidirectional self-supervised knowledge distillation of a codes student (EODRec).
+"""Self-supervised knowledge distillation of a compact student from a trained teacher.
 
-The student starts from the learned codes and codebooks and the teacher's encoder weights. Per
-batch of training prefixes, with hot items = the top 20% by training frequency:
+The student starts from the teacher's encoder weights and an item representation fitted to the
+teacher's table: learned codes (``codes``), tensor-train cores (``tt``, ``stt``), CpRec blocks
+(``cprec``) or a plain copy (``none``). Per batch of training prefixes, with hot items = the top
+20% by training frequency:
 
-    L = L_rec + L_mse + β·L_con + γ·L_soft
+    L = L_rec + L_mse + β·L_con + γ·L_soft + δ·L_pred
 
-* L_rec: the student's full-softmax cross-entropy, scored against its codes-only table;
-* L_mse: composed item vectors vs the teacher's item vectors (relative mean squared error);
+* L_rec: the student's cross-entropy over all items, scored with its compressed table only;
+* L_mse: the student's item vectors vs the teacher's (relative mean squared error);
 * L_con: each session splits into a hot and a cold sub-session, each read out by both models;
   recombined views z_stu = proj([s_hot^stu; s_cold^tea]) and z_tea = proj([s_hot^tea; s_cold^stu])
   of the same session are positives in an InfoNCE (cosine, τ=0.2, in-batch negatives);
-* L_soft: KL(teacher ‖ student) over all items.
+* L_soft: KL(teacher ‖ student) over all items;
+* L_pred (OD-Rec's predictive task): the recombined z_stu predicts the next item.
 
-Embedding mix-up: during training the student's *input* item vectors are
-e' = η·x_teacher + (1−η)·e_code, with η decaying linearly (per step) to 0 at the last step, so that
-training ends on exactly what is evaluated. Scoring always uses the codes-only table, and validation
-(model selection) and test evaluation see the student alone.
+Two recipes (``KD_RECIPES``), selected per compressor and overridable option by option:
 
-``bidirectional=True`` also trains the teacher: its own cross-entropy plus γ·KL(student ‖ teacher)
-and the (symmetric) contrastive term. ``bidirectional=False`` runs the teacher frozen, in eval mode.
-The teacher's item table is never written into the student's checkpoint.
+* ``eodrec`` (codes): embedding mix-up — during training the student's *input* item vectors are
+  e' = η·x_teacher + (1−η)·e_student, η decaying linearly to 0 at the last step, so training ends on
+  exactly what is evaluated — and a *bidirectional* teacher, also trained from the student: its own
+  cross-entropy plus γ·KL(student ‖ teacher) and the (symmetric) contrastive term. δ = 0.
+* ``odrec`` (tt, stt, cprec, none): teacher frozen (eval mode), no mix-up, δ > 0.
+
+Scoring always uses the student's own table, and validation (model selection) and test evaluation
+see the student alone. The teacher's item table is never written into the student's checkpoint.
 """
 
 from __future__ import annotations
@@ -51,7 +56,23 @@ class DistillConfig:
     tau: float = 0.2  # InfoNCE temperature
     hot_fraction: float = 0.2
     bidirectional: bool = True
+    predictive: float = 0.0  # δ: OD-Rec's predictive task on the recombined view
     teacher_lr: float | None = None  # None: same as the student's lr
+
+
+KD_RECIPES = {
+    "eodrec": {"eta": 0.7, "bidirectional": True, "predictive": 0.0},
+    "odrec": {"eta": 0.0, "bidirectional": False, "predictive": 0.5},
+}
+DEFAULT_RECIPE = {"codes": "eodrec", "tt": "odrec", "stt": "odrec", "cprec": "odrec", "none": "odrec"}
+
+
+def distill_config(compressor: str, recipe: str | None = None, **overrides) -> DistillConfig:
+    """The recipe's settings (default: the compressor's paper's) with the given non-None overrides."""
+    name = recipe or DEFAULT_RECIPE[compressor]
+    if name not in KD_RECIPES:
+        raise UsageError(f"unknown KD recipe '{name}' (use {' or '.join(KD_RECIPES)})")
+    return DistillConfig(**{**KD_RECIPES[name], **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def build_student(teacher: SessionRecommender, codes: torch.Tensor, codebooks: torch.Tensor) -> tuple[SessionRecommender, dict]:
@@ -100,10 +121,6 @@ class Distiller(nn.Module):
         self.register_buffer("hot", hot)
         self.eta = cfg.eta
 
-    def _log_probs(self, session: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """Log-softmax over the real items 1..N (the padding row is left out)."""
-        return F.log_softmax(session @ table[1:].t(), dim=1)
-
     def loss(self, ids: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
         cfg, t, s = self.cfg, self.teacher, self.student
         hot_ids = ids * self.hot[ids]
@@ -112,23 +129,30 @@ class Distiller(nn.Module):
             t_table = t.items.table()
             t_sess = t.encoder(t.items.lookup(ids), ids)
             t_hot, t_cold = t.session_vectors(hot_ids), t.session_vectors(cold_ids)
-            t_logp = self._log_probs(t_sess, t_table)
+            t_logp = t.items.log_probs(t_sess, t_table)
 
         def s_encode(sub_ids):  # mix-up of the input vectors only; the teacher side is a fixed target
-            mixed = self.eta * t.items.lookup(sub_ids).detach() + (1 - self.eta) * s.items.lookup(sub_ids)
-            return s.encoder(mixed, sub_ids)
+            vectors = s.items.lookup(sub_ids)
+            if self.eta > 0:
+                vectors = self.eta * t.items.lookup(sub_ids).detach() + (1 - self.eta) * vectors
+            return s.encoder(vectors, sub_ids)
 
-        s_table = s.items.table()  # composed once per step, codes only
+        s_table = s.items.table()  # built once per step from the student's compressed form
         s_sess, s_hot, s_cold = s_encode(ids), s_encode(hot_ids), s_encode(cold_ids)
-        s_logp = self._log_probs(s_sess, s_table)
+        s_logp = s.items.log_probs(s_sess, s_table)
 
         l_rec = F.nll_loss(s_logp, targets - 1)
         ref = t_table[1:].detach()
         l_mse = (s_table[1:] - ref).pow(2).mean() / ref.pow(2).mean()
-        l_con = info_nce(self.proj(torch.cat([s_hot, t_cold], 1)), self.proj(torch.cat([t_hot, s_cold], 1)), cfg.tau)
+        z_s = self.proj(torch.cat([s_hot, t_cold], 1))
+        l_con = info_nce(z_s, self.proj(torch.cat([t_hot, s_cold], 1)), cfg.tau)
         l_soft = kl(t_logp.detach(), s_logp)
         total = l_rec + l_mse + cfg.beta * l_con + cfg.gamma * l_soft
         parts = {"rec": l_rec.item(), "mse": l_mse.item(), "con": l_con.item(), "soft": l_soft.item()}
+        if cfg.predictive:
+            l_pred = F.nll_loss(s.items.log_probs(z_s, s_table), targets - 1)
+            total = total + cfg.predictive * l_pred
+            parts["pred"] = l_pred.item()
         if cfg.bidirectional:
             t_rec = F.nll_loss(t_logp, targets - 1)
             t_soft = kl(s_logp.detach(), t_logp)
@@ -191,17 +215,21 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
 
 
 def item_bytes(student: SessionRecommender) -> dict:
-    """The item representation as stored (codes + codebooks) against the fp32 N×d table."""
+    """The item representation as stored (every parameter and buffer of the item table) against the
+    fp32 N×d table; for codes also the paper's parameter ratio |V|·d / (M·K·d + M·|V|)."""
     items = student.items
-    if not isinstance(items, CodesItemTable):
-        raise UsageError("item_bytes expects a codes student")
-    n, d, m, k = items.num_items, items.dim, items.m, items.k
-    stored = items.codes.numel() * items.codes.element_size() + items.codebooks.numel() * items.codebooks.element_size()
+    tensors = dict(items.named_parameters())
+    tensors.update(items.named_buffers())
+    parts = {name: t.numel() * t.element_size() for name, t in tensors.items()}
+    stored = sum(parts.values())
+    n, d = items.num_items, items.dim
     full = n * d * 4
-    return {"codes_bytes": items.codes.numel() * items.codes.element_size(),
-            "codebooks_bytes": items.codebooks.numel() * items.codebooks.element_size(),
-            "stored_bytes": stored, "fp32_table_bytes": full, "ratio_bytes": full / stored,
-            "paper_ratio": n * d / (m * k * d + m * n)}
+    out = {"parts_bytes": parts, "stored_bytes": stored, "fp32_table_bytes": full, "ratio_bytes": full / stored}
+    if isinstance(items, CodesItemTable):
+        m, k = items.m, items.k
+        out.update({"codes_bytes": parts["codes"], "codebooks_bytes": parts["codebooks"],
+                    "paper_ratio": n * d / (m * k * d + m * n)})
+    return out
 
 
 def check_no_full_table(state_dict: dict, num_items: int) -> None:
@@ -212,12 +240,14 @@ def check_no_full_table(state_dict: dict, num_items: int) -> None:
 
 
 def student_checkpoint(student: SessionRecommender, config: dict, data: SessionData, teacher_info: dict,
-                       codes_report: dict, train_cfg: TrainConfig, cfg: DistillConfig, history: dict,
+                       fit_report: dict, train_cfg: TrainConfig, cfg: DistillConfig, history: dict,
                        wall: float) -> Checkpoint:
     state = student.state_dict()
-    check_no_full_table(state, student.num_items)
+    if config["compressor"] != "none":  # the uncompressed student holds its N×d table by design
+        check_no_full_table(state, student.num_items)
     provenance = {"data_source": data.source, "data_sha256": data.data_sha256, "data_report": data.report,
-                  "teacher": teacher_info, "code_learning": codes_report, "train": asdict(train_cfg),
+                  "teacher": teacher_info, ("code_learning" if config["compressor"] == "codes" else "item_fit"):
+                  fit_report, "train": asdict(train_cfg),
                   "distill": asdict(cfg), "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
                   "history": history["history"], "wall_seconds": round(wall, 1), "item_bytes": item_bytes(student),
                   "environment": environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -226,26 +256,52 @@ def student_checkpoint(student: SessionRecommender, config: dict, data: SessionD
     return Checkpoint("student", config, list(data.vocab.raw_ids), state, provenance)
 
 
+def make_student(teacher: SessionRecommender, data: SessionData, compressor: str, items_config: dict,
+                 code_cfg=None, log: Callable[[str], None] = print) -> tuple[SessionRecommender, dict, dict]:
+    """A student with the teacher's encoder and an item representation fitted to the teacher's table.
+
+    codes: learned codes (``code_cfg``, a CodeLearningConfig); tt / stt / cprec: the table's own
+    ``init_from_table`` (SVD fits); none: a copy. Returns (model, model config, fitting report)."""
+    if compressor == "codes":
+        from .code_learning import CodeLearningConfig, learn_codes
+
+        learned = learn_codes(teacher, data, code_cfg or CodeLearningConfig(**items_config), log=log)
+        student, config = build_student(teacher, learned["codes"], learned["codebooks"])
+        return student, config, learned["report"]
+    config = {"encoder": teacher.encoder.cfg.to_dict(), "compressor": compressor, "items": dict(items_config)}
+    student = build_model(config)
+    report = student.items.init_from_table(teacher.items.table().detach().cpu().float(), data.item_counts())
+    if hasattr(student.items, "config"):  # record resolved defaults (e.g. CpRec's block sizes) in the checkpoint
+        config["items"] = student.items.config()
+    student.encoder.load_state_dict(teacher.encoder.state_dict())
+    log(f"{compressor} item table fitted to the teacher's: {report}")
+    return student, config, report
+
+
 def train_student(data: SessionData, teacher: SessionRecommender, teacher_info: dict, code_cfg,
-                  train_cfg: TrainConfig, cfg: DistillConfig, *, progress: Progress = no_progress,
+                  train_cfg: TrainConfig, cfg: DistillConfig, *, compressor: str = "codes",
+                  items_config: dict | None = None, progress: Progress = no_progress,
                   log: Callable[[str], None] = print) -> tuple[SessionRecommender, Checkpoint]:
-    """Learn codes from the teacher, distil, and return the student with its checkpoint (not yet saved).
+    """Fit the student's item representation to the teacher, distil, and return the student with its
+    checkpoint (not yet saved). ``train_cfg.epochs == 0`` stops after the fit (no distillation).
 
     ``teacher_info`` is the teacher's provenance to record (checkpoint hash, data hash, metrics).
     """
-    from .code_learning import learn_codes
-
     if teacher.num_items != data.num_items:
         raise UsageError(f"teacher knows {teacher.num_items} items, the data {data.num_items}")
     t0 = time.time()
-    learned = learn_codes(teacher, data, code_cfg, log=log)
-    student, config = build_student(teacher, learned["codes"], learned["codebooks"])
-    history = distill(teacher, student, data, train_cfg, cfg, progress=progress, log=log)
+    student, config, fit_report = make_student(teacher, data, compressor, items_config or {}, code_cfg, log=log)
+    if train_cfg.epochs > 0:
+        history = distill(teacher, student, data, train_cfg, cfg, progress=progress, log=log)
+    else:
+        log("--epochs 0: no distillation, the student is the fitted representation + the teacher's encoder")
+        history = {"epochs_run": 0, "best_epoch": 0, "history": []}
+        student.eval()
     teacher_info = dict(teacher_info)
-    if cfg.bidirectional and data.test_samples:  # the teacher changed too: record what it became
+    if train_cfg.epochs > 0 and cfg.bidirectional and data.test_samples:  # the teacher changed: record it
         teacher_info["test_metrics_after_distill"] = evaluate_model(teacher, data.test_samples,
                                                                     max_len=teacher.encoder.cfg.max_len)
-    ckpt = student_checkpoint(student, config, data, teacher_info, learned["report"], train_cfg, cfg,
+    ckpt = student_checkpoint(student, config, data, teacher_info, fit_report, train_cfg, cfg,
                               history, time.time() - t0)
     return student, ckpt
 

@@ -51,6 +51,7 @@ class BuildOptions:
     ort: bool = False
     simplify: bool = True
     encoder_quant: str = "fp32"
+    expand_top: int | None = None  # cprec: expand only the tail blocks whose cluster is in the head's top-k
 
 
 # --------------------------------------------------------------------------- encoder (PyTorch)
@@ -246,8 +247,23 @@ def _top_k(g: Graph, scores_all: str, k: int) -> None:
     g.op("Add", ["top_pos", "one_i64"], A.OUTPUT_IDS)
 
 
-def assemble(frozen: FrozenModel, encoder: onnx.ModelProto, quant: str, top_k: int) -> onnx.ModelProto:
-    """One model: cleaned input → item vectors → encoder → scores → top-k."""
+def factor_head(compressor: str):
+    """The graph head of a factorised item table (heads/): tt and stt cores, CpRec blocks."""
+    if compressor in ("tt", "stt"):
+        from .heads import tensor_train
+        return tensor_train.tt_head if compressor == "tt" else tensor_train.stt_head
+    if compressor == "cprec":
+        from .heads.cprec import cprec_head
+        return cprec_head
+    raise UsageError(f"no graph head for compressor {compressor!r}")
+
+
+def assemble(frozen: FrozenModel, encoder: onnx.ModelProto, quant: str, top_k: int,
+             head_options: dict | None = None) -> onnx.ModelProto:
+    """One model: cleaned input → item vectors → encoder → scores → top-k.
+
+    ``head_options`` go to a factorised table's head (cprec: ``expand_top``)."""
+    head_options = head_options or {}
     enc = encoder.graph
     nodes = list(enc.node)
     if enc.output[0].name != A.ENCODER_PREFIX + "session":
@@ -255,9 +271,15 @@ def assemble(frozen: FrozenModel, encoder: onnx.ModelProto, quant: str, top_k: i
     if frozen.compressor == "codes":
         def items(g, ids, mask):
             return _codes_lookup_and_head(g, frozen, ids, mask, quant)
-    else:
+    elif frozen.compressor == "none":
         def items(g, ids, mask):
             return _table_lookup_and_head(g, frozen.table, ids, mask)
+    else:
+        head = factor_head(frozen.compressor)
+
+        def items(g, ids, mask):
+            return head(g, frozen.arrays, frozen.items_config, frozen.num_items, frozen.dim, ids, mask,
+                        **head_options)
     return compose(frozen.num_items, frozen.max_len, items, nodes, list(enc.initializer), top_k)
 
 
@@ -313,7 +335,8 @@ def encoder_part(model: onnx.ModelProto) -> tuple[list, list]:
 def build_model(frozen: FrozenModel, opts: BuildOptions) -> tuple[onnx.ModelProto, list[str]]:
     """The complete, checked model and notes on each simplification pass."""
     encoder, enc_note = export_encoder(frozen, simplify=opts.simplify, quant=opts.encoder_quant)
-    model = assemble(frozen, encoder, opts.quant, opts.top_k)
+    head_options = {"expand_top": opts.expand_top} if frozen.compressor == "cprec" else {}
+    model = assemble(frozen, encoder, opts.quant, opts.top_k, head_options)
     notes = [enc_note]
     if opts.simplify:
         simplified, note = _simplify(model, "whole graph")
@@ -416,6 +439,8 @@ def check_options(opts: BuildOptions) -> None:
         raise UsageError(f"unknown --encoder-quant '{opts.encoder_quant}' (use {', '.join(A.ENCODER_QUANT_SCHEMES)})")
     if opts.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {opts.top_k}")
+    if opts.expand_top is not None and opts.expand_top < 1:
+        raise UsageError(f"--expand-top must be >= 1, got {opts.expand_top}")
 
 
 def prepare_out_dir(out: Path, force: bool) -> None:
@@ -437,9 +462,12 @@ def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *
     frozen = freeze(ckpt)
     if any("\n" in r or "\r" in r for r in frozen.vocab):
         raise OdrecError(f"{ckpt}: a raw item id contains a line break; items.txt cannot hold it")
-    if frozen.compressor == "none" and opts.quant != "fp32":
-        log(f"note: {frozen.compressor!r} checkpoint has no codebooks; --quant {opts.quant} applies to nothing")
-    log(f"exporting encoder and {'codes' if frozen.compressor == 'codes' else 'table'} head ...")
+    if frozen.compressor != "codes" and opts.quant != "fp32":
+        log(f"note: {frozen.compressor!r} checkpoint has no codebooks; --quant {opts.quant} applies to nothing "
+            "(its item representation is exported in fp32)")
+    if opts.expand_top is not None and frozen.compressor != "cprec":
+        raise UsageError(f"--expand-top applies to cprec checkpoints, not {frozen.compressor!r}")
+    log(f"exporting encoder and {frozen.compressor} item head ...")
     model, notes = build_model(frozen, opts)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -456,7 +484,8 @@ def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *
         if eval_data is not None:
             log("evaluating the built graph through onnxruntime ...")
             def build_fp32():
-                return build_model(frozen, BuildOptions(quant="fp32", top_k=opts.top_k, simplify=opts.simplify))[0]
+                return build_model(frozen, BuildOptions(quant="fp32", top_k=opts.top_k, simplify=opts.simplify,
+                                                        expand_top=opts.expand_top))[0]
 
             quantised = (frozen.compressor == "codes" and opts.quant != "fp32") or opts.encoder_quant != "fp32"
             fp32 = build_fp32 if quantised else None
@@ -494,8 +523,15 @@ def _manifest(frozen: FrozenModel, model: onnx.ModelProto, opts: BuildOptions, n
         quant = ({"scheme": "int8", "granularity": "per-row (per codeword) symmetric scale",
                   "op": "DequantizeLinear", "encoder": "fp32"} if opts.quant == "int8"
                  else {"scheme": "fp32", "encoder": "fp32"})
-    else:
+    elif frozen.compressor == "none":
         compressor = {"name": "none", "d": frozen.dim}
+        quant = {"scheme": "fp32", "encoder": "fp32"}
+    else:
+        compressor = {"name": frozen.compressor, "d": frozen.dim, **frozen.items_config,
+                      "arrays": {n: list(a.shape) for n, a in sorted(frozen.arrays.items())},
+                      "item_representation_bytes": int(sum(a.nbytes for a in frozen.arrays.values()))}
+        if frozen.compressor == "cprec":
+            compressor["expand_top"] = opts.expand_top
         quant = {"scheme": "fp32", "encoder": "fp32"}
     if opts.encoder_quant == "int8":
         quant["encoder"] = "int8 MatMul weights, per-output-column symmetric scale (DequantizeLinear); other weights fp32"

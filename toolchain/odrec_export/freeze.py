@@ -2,8 +2,9 @@
 
 A codes student freezes to its codes (M × (N+1), codebook-major, smallest unsigned type) and its
 codebooks (M × K × d); the N×d item table is never computed here. A teacher (compressor "none")
-freezes to its plain table. ``materialise`` builds the N×d table on purpose, for the uncompressed
-baseline that bench compares against.
+freezes to its plain table. The other compressors (tt, stt, cprec) freeze to the named arrays their
+item table exports (cores, blocks), which their graph head in ``heads/`` reads. ``materialise``
+builds the N×d table on purpose, for the uncompressed baseline that bench compares against.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .checkpoint import load_checkpoint, file_sha256
 from .errors import CheckpointError
 from .models.encoder import SessionEncoder
 
-FREEZABLE = ("codes", "none")
+FREEZABLE = ("codes", "none", "tt", "stt", "cprec")
 
 
 @dataclass
@@ -27,12 +28,14 @@ class FrozenModel:
     num_items: int
     dim: int
     max_len: int
-    compressor: str  # "codes" or "none"
+    compressor: str  # one of FREEZABLE
     vocab: list[str]
     checkpoint_sha256: str
     codes: np.ndarray | None = None  # M × (N+1) uint8/uint16, column 0 = padding
     codebooks: np.ndarray | None = None  # M × K × d float32
     table: np.ndarray | None = None  # (N+1) × d float32, row 0 = padding (teacher / baseline only)
+    arrays: dict[str, np.ndarray] | None = None  # tt / stt / cprec: the stored factors, by initializer name
+    items_config: dict | None = None  # the checkpoint's config["items"]
 
     @property
     def m(self) -> int:
@@ -56,9 +59,11 @@ def freeze(path: str | Path) -> FrozenModel:
     cfg = model.encoder.cfg
     frozen = FrozenModel(encoder=model.encoder.float().eval(), num_items=model.num_items, dim=cfg.dim,
                          max_len=cfg.max_len, compressor=compressor, vocab=list(ckpt.vocab),
-                         checkpoint_sha256=file_sha256(path))
+                         checkpoint_sha256=file_sha256(path), items_config=dict(ckpt.config.get("items") or {}))
     with torch.no_grad():
-        if compressor == "codes":
+        if compressor not in ("codes", "none"):
+            frozen.arrays = {name: np.ascontiguousarray(a) for name, a in model.items.export_arrays().items()}
+        elif compressor == "codes":
             codes = model.items.codes.t().contiguous()  # M × (N+1)
             frozen.codes = codes.numpy().copy()
             frozen.codebooks = model.items.codebooks.detach().float().numpy().copy()

@@ -19,8 +19,10 @@ import numpy as np
 from . import artifact as A
 from .errors import OdrecError
 
-PARTS = ("encoder weights", "codebooks", "codes", "scales", "item table (fp32)", "graph overhead",
-         "items.txt", "manifest.json")
+PARTS = ("encoder weights", "codebooks", "codes", "scales", "item table (fp32)", "item factors",
+         "graph overhead", "items.txt", "manifest.json")
+ITEM_PARTS = ("codebooks", "codes", "scales", "item table (fp32)", "item factors")
+FACTOR_PREFIXES = ("tt/", "stt/", "cprec/")  # tensor-train cores, CpRec blocks (heads/)
 
 
 # --------------------------------------------------------------------------- size-report
@@ -42,8 +44,9 @@ def part_sizes(folder: Path, model) -> dict[str, int]:
     for part, name in named.items():
         parts[part] = inits.get(name, 0)
     parts["encoder weights"] = sum(b for n, b in inits.items() if n.startswith(A.ENCODER_PREFIX))
+    parts["item factors"] = sum(b for n, b in inits.items() if n.startswith(FACTOR_PREFIXES))
     model_bytes = (folder / A.MODEL_FILE).stat().st_size
-    parts["graph overhead"] = model_bytes - sum(parts[p] for p in PARTS[:5])
+    parts["graph overhead"] = model_bytes - parts["encoder weights"] - sum(parts[p] for p in ITEM_PARTS)
     parts["items.txt"] = (folder / A.ITEMS_FILE).stat().st_size
     parts["manifest.json"] = (folder / A.MANIFEST_FILE).stat().st_size
     return parts
@@ -57,7 +60,7 @@ def size_report(folder: str | Path, baseline_ckpt: str | Path | None = None, mea
     model = onnx.load(str(folder / A.MODEL_FILE), load_external_data=False)
     parts = part_sizes(folder, model)
     n, d = manifest["num_items"], manifest["compressor"]["d"]
-    item_repr = parts["codebooks"] + parts["codes"] + parts["scales"] + parts["item table (fp32)"]
+    item_repr = sum(parts[p] for p in ITEM_PARTS)
     table_fp32 = (n + 1) * d * 4
     total = sum(parts.values())
     report = {"dir": str(folder), "num_items": n, "compressor": manifest["compressor"],

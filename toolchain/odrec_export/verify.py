@@ -18,6 +18,8 @@ Inputs: real sessions (from ``--data``, or sampled from items.txt) plus edge cas
 
 from __future__ import annotations
 
+import functools
+
 import platform
 import tempfile
 import time
@@ -517,6 +519,9 @@ def reference_outputs(ckpt_path: Path, manifest: dict, items: list[str], cases: 
         _quantise_encoder_like_graph(model.encoder, graph)
     elif encoder_quant.startswith("fp16"):
         _round_encoder_like_graph(model.encoder, graph)
+    expand_top = (manifest.get("compressor") or {}).get("expand_top")
+    if expand_top is not None:  # CpRec's approximate output: the reference takes the same shortcut
+        model.items.score = functools.partial(model.items.score, expand_top=int(expand_top))
     n, max_len, k = model.num_items, model.encoder.cfg.max_len, min(int(manifest["top_k"]), model.num_items)
     out = []
     with torch.no_grad():

@@ -198,7 +198,8 @@ class BlockItemTable(ItemTable):
             parts.append(lp)
         return torch.cat(parts, dim=1)[:, self.position.long()]
 
-    def log_probs(self, sessions: torch.Tensor) -> torch.Tensor:
+    def log_probs(self, sessions: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """The adaptive softmax is its own output layer: ``table`` (the input-side vectors) is unused."""
         return self.score(sessions)[:, 1:]
 
     # ----------------------------------------------------------------------------- init, export

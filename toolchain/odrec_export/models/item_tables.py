@@ -36,9 +36,12 @@ class ItemTable(nn.Module):
         """B × (N+1) dot products of session vectors with every item vector."""
         return sessions @ self.table().t()
 
-    def log_probs(self, sessions: torch.Tensor) -> torch.Tensor:
-        """B × N log-probabilities of items 1..N (padding left out)."""
-        return F.log_softmax(self.score(sessions)[:, 1:], dim=1)
+    def log_probs(self, sessions: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """B × N log-probabilities of items 1..N (padding left out). ``table``: this module's
+        ``table()`` when the caller already has it (training builds it once per step), which is
+        cheaper than ``score`` for large batches."""
+        scores = sessions @ table[1:].t() if table is not None else self.score(sessions)[:, 1:]
+        return F.log_softmax(scores, dim=1)
 
     def init_from_table(self, table: torch.Tensor, counts: np.ndarray) -> dict:
         """Fit this representation to a teacher's (N+1)×d table (``counts``: training clicks per

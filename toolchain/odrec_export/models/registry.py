@@ -15,7 +15,25 @@ from .encoder import EncoderConfig, SessionEncoder
 from .item_tables import FullItemTable, ItemTable
 from .recommender import SessionRecommender
 
-ITEM_TABLES: dict[str, Callable[..., ItemTable]] = {"none": FullItemTable, "codes": CodesItemTable}
+
+
+def _tt(num_items: int, dim: int, **cfg) -> ItemTable:
+    from .tensor_train import TTItemTable
+    return TTItemTable(num_items, dim, **cfg)
+
+
+def _stt(num_items: int, dim: int, **cfg) -> ItemTable:
+    from .tensor_train import STTItemTable
+    return STTItemTable(num_items, dim, **cfg)
+
+
+def _cprec(num_items: int, dim: int, **cfg) -> ItemTable:
+    from .cprec import BlockItemTable
+    return BlockItemTable(num_items, dim, **cfg)
+
+
+ITEM_TABLES: dict[str, Callable[..., ItemTable]] = {"none": FullItemTable, "codes": CodesItemTable,
+                                                    "tt": _tt, "stt": _stt, "cprec": _cprec}
 
 
 def register_item_table(name: str, constructor: Callable[..., ItemTable]) -> None:
