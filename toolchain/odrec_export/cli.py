@@ -114,6 +114,8 @@ def train(
     gamma: float = typer.Option(0.3, min=0.0, help="Students: weight of the soft-target KL."),
     eta: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Students: initial mix-up share of teacher "
                                         "vectors (recipe default: eodrec 0.7, odrec 0)."),
+    eta_decay: float = typer.Option(0.5, "--eta-decay", min=0.0, max=1.0, help="Students: share of the training "
+                                    "steps over which the mix-up share falls to 0 (then codes only)."),
     bidirectional: Optional[bool] = typer.Option(None, "--bidirectional/--no-bidirectional",
                                                  help="Students: also update the teacher from the student "
                                                  "(recipe default: eodrec yes, odrec no)."),
@@ -167,8 +169,8 @@ def train(
             teacher_model, teacher_ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo)
             teacher_info = teacher_provenance(teacher_ckpt)
         code_cfg = CodeLearningConfig(m=m, k=k, steps=code_steps, seed=seed, device=cfg.device)
-        kd_cfg = distill_config(compressor, kd, beta=beta, gamma=gamma, eta=eta, bidirectional=bidirectional,
-                                predictive=predictive)
+        kd_cfg = distill_config(compressor, kd, beta=beta, gamma=gamma, eta=eta, eta_decay=eta_decay,
+                                bidirectional=bidirectional, predictive=predictive)
         _, ckpt = train_student(sessions, teacher_model, teacher_info, code_cfg, cfg, kd_cfg, compressor=compressor,
                                 items_config=items_config, progress=_rich_progress, log=typer.echo)
         typer.echo(f"item representation: {json.dumps(ckpt.provenance['item_bytes'])}")

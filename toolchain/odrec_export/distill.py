@@ -18,8 +18,8 @@ teacher's table: learned codes (``codes``), tensor-train cores (``tt``, ``stt``)
 Two recipes (``KD_RECIPES``), selected per compressor and overridable option by option:
 
 * ``eodrec`` (codes): embedding mix-up — during training the student's *input* item vectors are
-  e' = η·x_teacher + (1−η)·e_student, η decaying linearly to 0 at the last step, so training ends on
-  exactly what is evaluated — and a *bidirectional* teacher, also trained from the student: its own
+  e' = η·x_teacher + (1−η)·e_student, η decaying linearly to 0 over the first half of the steps
+  (``eta_decay``), so the second half trains on exactly what is evaluated — and a *bidirectional* teacher, also trained from the student: its own
   cross-entropy plus γ·KL(student ‖ teacher) and the (symmetric) contrastive term. δ = 0.
 * ``odrec`` (tt, stt, cprec, none): teacher frozen (eval mode), no mix-up, δ > 0.
 
@@ -53,6 +53,7 @@ class DistillConfig:
     beta: float = 0.01  # contrastive weight (paper: Tmall 0.01, RetailRocket 0.5)
     gamma: float = 0.3  # soft-target weight
     eta: float = 0.7  # initial mix-up share of the teacher's item vectors (decays to 0)
+    eta_decay: float = 0.5  # share of the training steps over which η falls linearly to 0
     tau: float = 0.2  # InfoNCE temperature
     hot_fraction: float = 0.2
     bidirectional: bool = True
@@ -188,7 +189,8 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
         for step, (ids, targets) in enumerate(progress(batches.batches(train_cfg.batch_size, gen), n_batches,
                                                        f"distil {epoch}")):
             done = ((epoch - 1) * n_batches + step) / max(1, train_cfg.epochs * n_batches - 1)
-            distiller.eta = cfg.eta * (1 - done)  # linear to 0 at the last step of the last epoch
+            # η falls linearly to 0 after eta_decay of the steps; the rest trains on exactly what is evaluated
+            distiller.eta = cfg.eta * max(0.0, 1 - done / max(cfg.eta_decay, 1e-9))
             ids, targets = ids.to(device), targets.to(device)
             loss, parts = distiller.loss(ids, targets)
             opt.zero_grad(set_to_none=True)
