@@ -13,8 +13,9 @@ constant folding build it):
 ``expand_top=k`` is CpRec's inference shortcut: only tail blocks whose cluster is among the head's
 top-k entries (block-0 items and clusters ranked together) keep their log-probabilities, the items
 of the other tail blocks score ``PAD_SCORE``. It is approximate: an item of an unexpanded block can
-never be recommended, even when its true log-probability beats an expanded one. (This graph still
-computes every tail block and masks it; the saving CpRec gets from skipping them needs control flow.)
+never be recommended, even when its true log-probability beats an expanded one. Each tail block
+sits in an ``If``: it is computed only when some row of the batch expands it (for batch 1, the
+phone's case, only the expanded blocks cost anything).
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def cprec_head(g: Graph, arrays: dict[str, np.ndarray], items_cfg: dict, num_ite
     kth = None
     if expand_top is not None and count > 1:
         g.const(P + "neg", np.array(PAD_SCORE, np.float32))
+        g.const(P + "half", np.array(0.5, np.float32))
         k = max(1, min(int(expand_top), sizes[0] + count - 1))
         g.op("TopK", [head_lp, _i64(g, "top_k", [k])], [P + "head_top_values", P + "head_top_index"],
              axis=1, largest=1, sorted=1)
@@ -105,13 +107,35 @@ def cprec_head(g: Graph, arrays: dict[str, np.ndarray], items_cfg: dict, num_ite
     for i in range(1, count):
         cluster = g.op("Slice", [head_lp, _i64(g, f"cluster_start{i}", [b0 + i - 1]),
                                  _i64(g, f"cluster_end{i}", [b0 + i]), P + "axis1"], f"{P}cluster_log_prob{i}")
-        reduced = g.op("MatMul", [session, f"{P}proj{i}"], f"{P}session{i}")  # B × d_i
-        tail = g.op("Gemm", [reduced, f"{P}block{i}"], f"{P}tail_logits{i}", transB=1)
-        lp = g.op("Add", [g.op("LogSoftmax", [tail], f"{P}tail_log_softmax{i}", axis=1), cluster],
-                  f"{P}block{i}_log_probs")
-        if kth is not None:
-            keep = g.op("GreaterOrEqual", [cluster, kth], f"{P}expand{i}")
-            lp = g.op("Where", [keep, lp, P + "neg"], f"{P}block{i}_expanded")
+        if kth is None:
+            lp = _tail_log_probs(g, session, i, cluster)
+        else:  # computed only when some row of the batch has cluster i in its head top-k
+            keep = g.op("GreaterOrEqual", [cluster, kth], f"{P}expand{i}")  # B × 1
+            wanted = g.op("Greater", [g.op("ReduceMax", [g.op("Cast", [keep], f"{P}expand_f{i}", to=TensorProto.FLOAT)],
+                                           f"{P}expand_any{i}", keepdims=0), P + "half"], f"{P}expand_cond{i}")
+            then = Graph()
+            lp_all = _tail_log_probs(then, session, i, cluster, prefix=f"{P}then{i}/")
+            then.op("Where", [keep, lp_all, P + "neg"], f"{P}then{i}/out")
+            skip = Graph()
+            skip.op("Expand", [P + "neg", g.op("Concat", [batch, _i64(g, f"size{i}", [sizes[i]])], f"{P}skip_shape{i}",
+                                               axis=0)], f"{P}skip{i}/out")
+            lp = g.op("If", [wanted], f"{P}block{i}_expanded",
+                      then_branch=_subgraph(then, f"{P}then{i}/out", f"cprec_expand{i}"),
+                      else_branch=_subgraph(skip, f"{P}skip{i}/out", f"cprec_skip{i}"))
         parts.append(lp)
     ranked = g.op("Concat", parts, P + "ranked_log_probs", axis=1)  # B × (N+1), frequency order
     return g.op("Gather", [ranked, pos], P + "item_log_probs", axis=1)
+
+
+def _tail_log_probs(g: Graph, session: str, i: int, cluster: str, prefix: str = P) -> str:
+    """log p(v) for the items of tail block i: LogSoftmax((s @ P_i) · E_iᵀ) + log p(cluster i)."""
+    reduced = g.op("MatMul", [session, f"{P}proj{i}"], f"{prefix}session{i}")  # B × d_i
+    tail = g.op("Gemm", [reduced, f"{P}block{i}"], f"{prefix}tail_logits{i}", transB=1)
+    return g.op("Add", [g.op("LogSoftmax", [tail], f"{prefix}tail_log_softmax{i}", axis=1), cluster],
+                f"{prefix}block{i}_log_probs")
+
+
+def _subgraph(branch: Graph, output: str, name: str):
+    """An If branch: its nodes read the outer graph's tensors by name and return one float tensor."""
+    return helper.make_graph(branch.nodes, name, inputs=[],
+                             outputs=[helper.make_tensor_value_info(output, TensorProto.FLOAT, None)])
