@@ -86,6 +86,14 @@ def test_teacher_untouched_by_a_unidirectional_run(teacher_path, diginetica, cod
     assert history["epochs_run"] == 1 and changed(t0, teacher) == []
 
 
+def test_mix_up_share_reaches_zero_after_eta_decay(teacher_path, diginetica, codes):
+    teacher, student = models(teacher_path, diginetica, codes)
+    history = distill(teacher, student, diginetica, TrainConfig(epochs=3, batch_size=64, patience=5),
+                      DistillConfig(bidirectional=False, eta=0.7, eta_decay=0.5), log=quiet)
+    etas = [h["eta"] for h in history["history"]]  # η after each epoch's last step
+    assert 0 < etas[0] < 0.7 and etas[1] == 0.0 and etas[2] == 0.0
+
+
 def test_hot_items_are_the_most_clicked_fifth(diginetica):
     hot = hot_items(diginetica, 0.2)
     counts = torch.from_numpy(diginetica.item_counts())
