@@ -29,3 +29,16 @@ def test_trim_padding_keeps_every_used_column():
     ids = torch.tensor([[0, 0, 0, 1, 2], [0, 0, 3, 4, 5]])
     assert trim_padding(ids).tolist() == [[0, 1, 2], [3, 4, 5]]
     assert trim_padding(torch.zeros(2, 4, dtype=torch.long)).shape == (2, 1)
+
+
+def test_max_batches_serves_a_random_subset_of_full_batches(diginetica):
+    import torch
+
+    from odrec_export.train import SampleBatches
+
+    batches = SampleBatches(diginetica, 20)
+    full = list(batches.batches(32, torch.Generator().manual_seed(0)))
+    some = list(batches.batches(32, torch.Generator().manual_seed(0), limit=3))
+    assert len(full) == batches.count(32) and len(some) == 3 == batches.count(32, 3)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(full, some))  # the same shuffled order, cut short
+    assert sum(len(t) for _, t in full) == len(batches)

@@ -90,6 +90,8 @@ def train(
     device: str = typer.Option("cpu", help="cpu or cuda."),
     seed: int = typer.Option(0, help="Random seed."),
     batch_size: int = typer.Option(128, min=1),
+    max_batches: Optional[int] = typer.Option(None, "--max-batches", min=1, help="Batches per epoch (a random "
+                                              "subset; default: all): short runs on big data."),
     lr: float = typer.Option(1e-3),
     patience: int = typer.Option(2, min=1, help="Epochs without validation gain before stopping."),
     dim: int = typer.Option(128, min=8, help="Embedding dimension d."),
@@ -145,7 +147,7 @@ def train(
         raise UsageError("--epochs 0 only makes sense for a student (a fitted, undistilled representation)")
     items_config = _items_config(compressor, m, k, rank, blocks, rho)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
-                      device=resolve_device(device))
+                      device=resolve_device(device), max_batches=max_batches)
     sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
                                              test_days, valid_fraction))
     typer.echo(f"data: {json.dumps(sessions.report)}")

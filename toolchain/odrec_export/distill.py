@@ -179,15 +179,15 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
     opt = torch.optim.Adam(groups, weight_decay=train_cfg.weight_decay)
     batches = SampleBatches(data, student.encoder.cfg.max_len)
     gen = torch.Generator().manual_seed(train_cfg.seed)
-    n_batches = (len(batches) + train_cfg.batch_size - 1) // train_cfg.batch_size
+    n_batches = batches.count(train_cfg.batch_size, train_cfg.max_batches)
     max_len = student.encoder.cfg.max_len
     history, selection = [], BestEpoch(train_cfg.patience)
     for epoch in range(1, train_cfg.epochs + 1):
         student.train()
         teacher.train(cfg.bidirectional)
         t0, sums, seen = time.time(), {}, 0
-        for step, (ids, targets) in enumerate(progress(batches.batches(train_cfg.batch_size, gen), n_batches,
-                                                       f"distil {epoch}")):
+        epoch_batches = batches.batches(train_cfg.batch_size, gen, train_cfg.max_batches)
+        for step, (ids, targets) in enumerate(progress(epoch_batches, n_batches, f"distil {epoch}")):
             done = ((epoch - 1) * n_batches + step) / max(1, train_cfg.epochs * n_batches - 1)
             # η falls linearly to 0 after eta_decay of the steps; the rest trains on exactly what is evaluated
             distiller.eta = cfg.eta * max(0.0, 1 - done / max(cfg.eta_decay, 1e-9))

@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     eval_batch_size: int = 512
+    max_batches: int | None = None  # per epoch: a random subset of this many batches (None: all)
 
 
 def resolve_device(name: str) -> str:
@@ -62,9 +63,13 @@ class SampleBatches:
     def __len__(self) -> int:
         return len(self.targets)
 
-    def batches(self, batch_size: int, generator: torch.Generator):
+    def count(self, batch_size: int, limit: int | None = None) -> int:
+        n = (len(self) + batch_size - 1) // batch_size
+        return n if limit is None else min(n, limit)
+
+    def batches(self, batch_size: int, generator: torch.Generator, limit: int | None = None):
         order = torch.randperm(len(self), generator=generator)
-        for start in range(0, len(order), batch_size):
+        for start in range(0, self.count(batch_size, limit) * batch_size, batch_size):
             idx = order[start:start + batch_size]
             yield trim_padding(self.ids[idx]), self.targets[idx]
 
@@ -119,11 +124,11 @@ def fit(model: SessionRecommender, data: SessionData, cfg: TrainConfig, step_los
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     history, selection = [], BestEpoch(cfg.patience)
-    n_batches = (len(batches) + cfg.batch_size - 1) // cfg.batch_size
+    n_batches = batches.count(cfg.batch_size, cfg.max_batches)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0, total, seen = time.time(), 0.0, 0
-        for ids, targets in progress(batches.batches(cfg.batch_size, gen), n_batches, f"epoch {epoch}"):
+        for ids, targets in progress(batches.batches(cfg.batch_size, gen, cfg.max_batches), n_batches, f"epoch {epoch}"):
             ids, targets = ids.to(device), targets.to(device)
             loss = step_loss(model, ids, targets)
             opt.zero_grad(set_to_none=True)
