@@ -97,7 +97,14 @@ def test_size_report_counts_the_factors_as_the_item_representation(student, arti
         assert r["item_compression_ratio"] > 1.0
 
 
-def test_tt_artifact_passes_on_arm64(student, artifact):
+def test_single_bench_explains_that_factor_artifacts_need_compare(student, artifact):
+    name, _, _ = student
+    if name == "none":
+        pytest.skip("an uncompressed artifact has its own table baseline")
+    assert_one_line_error(cli("bench", str(artifact), "--quick"), 2, "bench --compare")
+
+
+def test_stt_artifact_passes_on_arm64(student, artifact):
     name, path, _ = student
     if name != "stt":
         pytest.skip("one factorised graph on ARM64 is enough: the ops are the same for tt")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import artifact as A
-from .errors import OdrecError
+from .errors import OdrecError, UsageError
 
 PARTS = ("encoder weights", "codebooks", "codes", "scales", "item table (fp32)", "item factors",
          "graph overhead", "items.txt", "manifest.json")
@@ -230,6 +230,10 @@ def baseline_graph(folder: Path, manifest: dict):
 
     from .export import _table_lookup_and_head, compose, encoder_part
 
+    name = (manifest.get("compressor") or {}).get("name")
+    if name not in ("codes", "none"):
+        raise UsageError(f"{folder}: bench builds its fp32-table baseline from codes or a table, and this {name} "
+                         "artifact has neither; compare it with other artifacts: bench --compare DIR1 DIR2 ...")
     model = onnx.load(str(folder / A.MODEL_FILE), load_external_data=False)
     nodes, inits = encoder_part(model)
     table = decode_item_table(model)
