@@ -147,3 +147,26 @@ def test_cli_trains_an_undistilled_student_and_rejects_bad_options(tiny_checkpoi
     assert_one_line_error(cli("build", "--ckpt", str(teacher), "--out", str(tmp_path / "art"),
                               "--expand-top", "2"), 2, "--expand-top")
     assert not (tmp_path / "x.pt").exists() and not (tmp_path / "art").exists()
+
+
+def test_shared_encoder_weights_train_build_and_verify(tmp_path):
+    """CpRec's cross-layer sharing on a 2-block teacher: one copy of the block weights in the
+    checkpoint and in the graph, and the artifact matches PyTorch."""
+    from conftest import DIGINETICA
+
+    ckpt = tmp_path / "shared.pt"
+    r = cli("train", "--data", str(DIGINETICA), "--out", str(ckpt), "--epochs", "1", "--dim", "16",
+            "--layers", "2", "--share", "cross-layer", "--max-len", "10")
+    assert r.returncode == 0, r.stderr
+    loaded = load_checkpoint(ckpt)
+    assert loaded.config["encoder"]["share"] == "cross-layer"
+    model = model_from_checkpoint(loaded)
+    assert model.encoder.blocks[0].attn.qkv.weight is model.encoder.blocks[1].attn.qkv.weight
+    out = tmp_path / "art"
+    build(ckpt, out, BuildOptions(quant="fp32"))
+    graph = onnx.load(str(out / A.MODEL_FILE))
+    qkv = [i for i in graph.graph.initializer if tuple(i.dims) in ((16, 48), (48, 16))]
+    assert len(qkv) == 1  # the shared attention projection is stored once
+    assert verify(out, ckpt=ckpt, sessions=16, arm=False).exit_code == 0
+    assert_one_line_error(cli("train", "--data", str(DIGINETICA), "--out", str(tmp_path / "x.pt"),
+                              "--share", "everything"), 2, "--share")

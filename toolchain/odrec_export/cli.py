@@ -99,6 +99,8 @@ def train(
     layers: int = typer.Option(1, min=1),
     max_len: int = typer.Option(50, min=1, help="Maximum session length seen by the encoder."),
     dropout: float = typer.Option(0.5, min=0.0, max=0.95),
+    share: str = typer.Option("none", help="Encoder weight sharing across blocks (CpRec): none, cross-block, "
+                              "adjacent-block, adjacent-layer, cross-layer."),
     compressor: str = typer.Option("none", help="none: the teacher (with --teacher: an uncompressed student); "
                                    "codes: compositional codes (EODRec); stt: semi-tensor train (OD-Rec); "
                                    "tt: tensor train (TT-Rec); cprec: CpRec blocks + adaptive softmax."),
@@ -151,7 +153,11 @@ def train(
     sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
                                              test_days, valid_fraction))
     typer.echo(f"data: {json.dumps(sessions.report)}")
-    enc = {"dim": dim, "heads": heads, "layers": layers, "max_len": max_len, "dropout": dropout}
+    from .models.encoder import SHARE_MODES
+
+    if share not in SHARE_MODES:
+        raise UsageError(f"unknown --share '{share}' (use {', '.join(SHARE_MODES)})")
+    enc = {"dim": dim, "heads": heads, "layers": layers, "max_len": max_len, "dropout": dropout, "share": share}
     if not student:
         start = None
         if init is not None:
