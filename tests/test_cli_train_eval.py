@@ -43,6 +43,22 @@ def test_training_is_reproducible(trained, tmp_path):
     assert a.provenance["test_metrics"] == b.provenance["test_metrics"]
 
 
+@needs_shared
+def test_init_continues_a_teacher_and_records_where_it_started(trained, tmp_path):
+    from odrec_export.checkpoint import file_sha256, load_checkpoint
+
+    more = tmp_path / "more.pt"
+    r = cli("train", "--data", str(DIGINETICA), "--out", str(more), "--epochs", "1", "--init", str(trained),
+            "--dim", "64")  # architecture options are ignored: the checkpoint's own are kept
+    assert r.returncode == 0, r.stderr
+    a, b = load_checkpoint(trained), load_checkpoint(more)
+    assert b.config == a.config and b.vocab == a.vocab
+    assert b.provenance["initialised_from"]["checkpoint_sha256"] == file_sha256(trained)
+    assert any(not (x == y).all() for x, y in zip(a.state_dict.values(), b.state_dict.values()))
+    assert_one_line_error(cli("train", "--data", str(DIGINETICA), "--out", str(tmp_path / "s.pt"), "--init",
+                              str(trained), "--compressor", "codes"), 2, "--init")
+
+
 def test_bad_inputs_give_one_line_errors(tmp_path):
     assert_one_line_error(cli("eval", "--ckpt", str(tmp_path / "nope.pt"), "--data", str(tmp_path)), 1,
                           "no such checkpoint")
