@@ -273,8 +273,7 @@ def make_student(teacher: SessionRecommender, data: SessionData, compressor: str
     config = {"encoder": teacher.encoder.cfg.to_dict(), "compressor": compressor, "items": dict(items_config)}
     student = build_model(config)
     report = student.items.init_from_table(teacher.items.table().detach().cpu().float(), data.item_counts())
-    if hasattr(student.items, "config"):  # record resolved defaults (e.g. CpRec's block sizes) in the checkpoint
-        config["items"] = student.items.config()
+    config["items"] = student.items.config()  # resolved defaults (ranks, block sizes) go into the checkpoint
     student.encoder.load_state_dict(teacher.encoder.state_dict())
     log(f"{compressor} item table fitted to the teacher's: {report}")
     return student, config, report

@@ -52,6 +52,10 @@ class ItemTable(nn.Module):
         """The arrays the artifact stores, by initializer name."""
         raise NotImplementedError
 
+    def config(self) -> dict:
+        """Constructor keyword arguments that rebuild this table (``config["items"]`` of a checkpoint)."""
+        return {}
+
 
 class FullItemTable(ItemTable):
     def __init__(self, num_items: int, dim: int):

@@ -149,6 +149,9 @@ class _TensorTrainBase(ItemTable):
     def shapes(self) -> dict:
         return {"item_shape": [self.i1, self.i2], "dim_shape": [self.j1, self.j2], "rank": self.rank}
 
+    def config(self) -> dict:
+        return self.shapes() if self.t == 1 else {**self.shapes(), "t": self.t}
+
 
 class TTItemTable(_TensorTrainBase):
     """Two-core tensor train: G1 (I1 × J1 × R), G2 (R × I2 × J2).
