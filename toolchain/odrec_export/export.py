@@ -227,7 +227,10 @@ def _codes_lookup_and_head(g: Graph, frozen: FrozenModel, ids: str, mask: str, q
     all_codes = g.op("Expand", [g.op("Unsqueeze", [A.CODES, "axes0"], "codes_1"), expand_to], "codes_b")
     idx = g.op("Cast", [all_codes], "codes_b_i32", to=TensorProto.INT32)
     parts = g.op("GatherElements", [tables, idx], "item_score_parts", axis=2)  # B × M × (N+1)
-    return g.op("ReduceSum", [parts, g.const("axes1", np.array([1], np.int64))], "item_scores_all", keepdims=0)
+    # Split + Sum of M contiguous rows: onnxruntime's ReduceSum over the middle axis is ~2.5x slower.
+    rows = g.op("Split", [parts], [f"item_score_part{m}" for m in range(m)], axis=1, num_outputs=m)
+    total = g.op("Sum", rows, "item_scores_summed")  # B × 1 × (N+1)
+    return g.op("Squeeze", [total, g.const("axes1", np.array([1], np.int64))], "item_scores_all")
 
 
 def _table_lookup_and_head(g: Graph, table: np.ndarray, ids: str, mask: str) -> str:
