@@ -369,8 +369,10 @@ def ort_session(model: onnx.ModelProto | str | Path, threads: int = 1, **session
 def evaluate_onnx(session, samples, max_len: int, ks=(5, 10, 20), batch_size: int = 256) -> dict:
     """HR/NDCG/MRR@K from the graph's top-k output (exact for K <= the graph's k).
 
-    A target inside the top-k has rank = number of returned scores strictly above its own, as in
-    metrics.py; a target outside it counts as a miss at every K <= k.
+    A target inside the top-k has rank = its position there. TopK orders equal scores by item index,
+    so this is metrics.py's rule (strictly higher scores, plus equal scores of lower-indexed items):
+    items sharing a target's code never count in its favour. A target outside the top-k is a miss at
+    every K <= k.
     """
     from .data import pad_batch
     from .metrics import metrics_from_ranks
@@ -378,13 +380,9 @@ def evaluate_onnx(session, samples, max_len: int, ks=(5, 10, 20), batch_size: in
     ranks = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
-        ids, scores = session.run(None, {A.INPUT_NAME: pad_batch([p for p, _ in chunk], max_len)})
-        targets = np.array([t for _, t in chunk])
-        hit = ids == targets[:, None]
-        found = hit.any(axis=1)
-        target_score = np.where(found, (scores * hit).sum(axis=1), np.inf)
-        rank = (scores > target_score[:, None]).sum(axis=1)
-        ranks.append(np.where(found, rank, ids.shape[1]))
+        ids, _ = session.run(None, {A.INPUT_NAME: pad_batch([p for p, _ in chunk], max_len)})
+        hit = ids == np.array([t for _, t in chunk])[:, None]
+        ranks.append(np.where(hit.any(axis=1), hit.argmax(axis=1), ids.shape[1]))
     return metrics_from_ranks(np.concatenate(ranks), [k for k in ks if k <= ids.shape[1]])
 
 
