@@ -72,5 +72,6 @@ compare: $(VENV)/.installed
 	for c in stt tt cprec; do \
 	  $(CLI) build --ckpt $(CMP)/$$c.pt --out $(CMP)/$$c --quant fp32 --force --eval-data $(SHARED)/tmall || exit 1; \
 	done
+	$(CLI) build --ckpt $(CMP)/cprec.pt --out $(CMP)/cprec_top3 --quant fp32 --force --expand-top 3
 	$(CLI) build --ckpt $(TEACHER) --out $(CMP)/none --quant fp32 --force --eval-data $(SHARED)/tmall
-	$(CLI) bench --compare $(CMP)/codes $(CMP)/stt $(CMP)/tt $(CMP)/cprec $(CMP)/none
+	$(CLI) bench --compare $(CMP)/codes $(CMP)/stt $(CMP)/tt $(CMP)/cprec $(CMP)/cprec_top3 $(CMP)/none
