@@ -144,6 +144,8 @@ def test_cli_trains_an_undistilled_student_and_rejects_bad_options(tiny_checkpoi
                               "--epochs", "0"), 2, "--epochs 0")
     assert_one_line_error(cli("train", "--data", str(DIGINETICA), "--out", str(tmp_path / "x.pt"),
                               "--compressor", "cprec", "--teacher", str(teacher), "--blocks", "a,b"), 2, "--blocks")
+    assert_one_line_error(cli("train", "--data", str(DIGINETICA), "--out", str(tmp_path / "x.pt"),
+                              "--compressor", "stt", "--teacher", str(teacher), "--rank", "5"), 2, "multiple of t")
     assert_one_line_error(cli("build", "--ckpt", str(teacher), "--out", str(tmp_path / "art"),
                               "--expand-top", "2"), 2, "--expand-top")
     assert not (tmp_path / "x.pt").exists() and not (tmp_path / "art").exists()

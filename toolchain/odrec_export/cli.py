@@ -148,15 +148,15 @@ def train(
     if epochs == 0 and not student:
         raise UsageError("--epochs 0 only makes sense for a student (a fitted, undistilled representation)")
     items_config = _items_config(compressor, m, k, rank, blocks, rho)
+    from .models.encoder import SHARE_MODES
+
+    if share not in SHARE_MODES:
+        raise UsageError(f"unknown --share '{share}' (use {', '.join(SHARE_MODES)})")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                       device=resolve_device(device), max_batches=max_batches)
     sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
                                              test_days, valid_fraction))
     typer.echo(f"data: {json.dumps(sessions.report)}")
-    from .models.encoder import SHARE_MODES
-
-    if share not in SHARE_MODES:
-        raise UsageError(f"unknown --share '{share}' (use {', '.join(SHARE_MODES)})")
     enc = {"dim": dim, "heads": heads, "layers": layers, "max_len": max_len, "dropout": dropout, "share": share}
     if not student:
         start = None

@@ -45,7 +45,10 @@ def build_model(config: dict) -> SessionRecommender:
     name = config.get("compressor", "none")
     if name not in ITEM_TABLES:
         raise UsageError(f"unknown compressor '{name}' (known: {', '.join(sorted(ITEM_TABLES))})")
-    items = ITEM_TABLES[name](enc.num_items, enc.dim, **config.get("items", {}))
+    try:
+        items = ITEM_TABLES[name](enc.num_items, enc.dim, **config.get("items", {}))
+    except ValueError as e:  # settings the table cannot take (a rank that is no multiple of t, ...)
+        raise UsageError(f"compressor {name}: {e}") from None
     return SessionRecommender(items, SessionEncoder(enc))
 
 
