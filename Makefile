@@ -55,23 +55,25 @@ android-test: $(VENV)/.installed
 	bash android_demo/jvm_test.sh "$(ARTIFACT)"
 
 # Every compressor side by side on Tmall (docs/results.md): needs a Tmall teacher checkpoint.
-# Students of the other compressors are fitted at ~30x; KD_EPOCHS=0 skips their distillation
-# (their accuracy is then the fitted, undistilled one). All artifacts fp32, evaluated through
-# onnxruntime, then `bench --compare` with the codes student first.
-TEACHER   ?= runs/tmall_teacher.pt
-KD_EPOCHS ?= 0
+# Students of the other compressors are fitted at ~30x, then distilled for KD_EPOCHS epochs of
+# MAX_BATCHES batches (KD_EPOCHS=0: undistilled fits). All artifacts fp32, evaluated through
+# onnxruntime, then `bench --compare` with the codes student (STUDENT) first.
+TEACHER     ?= runs/tmall_teacher.pt
+KD_EPOCHS   ?= 1
+MAX_BATCHES ?= 300
 CMP       := build/compare
 .PHONY: compare
 compare: $(VENV)/.installed
 	@mkdir -p $(CMP)
 	for c in stt tt cprec; do \
 	  test -f $(CMP)/$$c.pt || $(CLI) train --data $(SHARED)/tmall --compressor $$c --teacher $(TEACHER) \
-	    --epochs $(KD_EPOCHS) --out $(CMP)/$$c.pt || exit 1; \
+	    --epochs $(KD_EPOCHS) --max-batches $(MAX_BATCHES) --out $(CMP)/$$c.pt || exit 1; \
 	done
 	$(CLI) build --ckpt $(STUDENT) --out $(CMP)/codes --quant fp32 --force --eval-data $(SHARED)/tmall
 	for c in stt tt cprec; do \
 	  $(CLI) build --ckpt $(CMP)/$$c.pt --out $(CMP)/$$c --quant fp32 --force --eval-data $(SHARED)/tmall || exit 1; \
 	done
-	$(CLI) build --ckpt $(CMP)/cprec.pt --out $(CMP)/cprec_top3 --quant fp32 --force --expand-top 3
+	$(CLI) build --ckpt $(CMP)/cprec.pt --out $(CMP)/cprec_top3 --quant fp32 --force --expand-top 3 \
+	  --eval-data $(SHARED)/tmall
 	$(CLI) build --ckpt $(TEACHER) --out $(CMP)/none --quant fp32 --force --eval-data $(SHARED)/tmall
 	$(CLI) bench --compare $(CMP)/codes $(CMP)/stt $(CMP)/tt $(CMP)/cprec $(CMP)/cprec_top3 $(CMP)/none
