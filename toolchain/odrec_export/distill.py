@@ -19,8 +19,9 @@ Two recipes (``KD_RECIPES``), selected per compressor and overridable option by 
 
 * ``eodrec`` (codes): embedding mix-up — during training the student's *input* item vectors are
   e' = η·x_teacher + (1−η)·e_student, η decaying linearly to 0 over the first half of the steps
-  (``eta_decay``), so the second half trains on exactly what is evaluated — and a *bidirectional* teacher, also trained from the student: its own
-  cross-entropy plus γ·KL(student ‖ teacher) and the (symmetric) contrastive term. δ = 0.
+  (``eta_decay``), so the second half trains on exactly what is evaluated — and a *bidirectional*
+  teacher, also trained from the student: its own cross-entropy plus γ·KL(student ‖ teacher) and the
+  (symmetric) contrastive term. δ = 0.
 * ``odrec`` (tt, stt, cprec, none): teacher frozen (eval mode), no mix-up, δ > 0.
 
 Scoring always uses the student's own table, and validation (model selection) and test evaluation

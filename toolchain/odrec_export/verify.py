@@ -19,7 +19,6 @@ Inputs: real sessions (from ``--data``, or sampled from items.txt) plus edge cas
 from __future__ import annotations
 
 import functools
-
 import platform
 import tempfile
 import time
