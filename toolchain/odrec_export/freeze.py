@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import artifact as A
 from .checkpoint import load_checkpoint, file_sha256
 from .errors import CheckpointError
 from .models.encoder import SessionEncoder
@@ -68,9 +69,7 @@ def freeze(path: str | Path) -> FrozenModel:
             frozen.codes = codes.numpy().copy()
             frozen.codebooks = model.items.codebooks.detach().float().numpy().copy()
         else:
-            table = model.items.table().detach().float().clone()
-            table[0] = 0.0
-            frozen.table = table.numpy()
+            frozen.table = model.items.export_arrays()[A.ITEM_TABLE]
     return frozen
 
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..artifact import ITEM_TABLE
+
 
 class ItemTable(nn.Module):
     num_items: int
@@ -78,4 +80,4 @@ class FullItemTable(ItemTable):
     def export_arrays(self) -> dict[str, np.ndarray]:
         table = self.weight.detach().float().clone()
         table[0] = 0.0
-        return {"item_table": table.numpy()}
+        return {ITEM_TABLE: table.numpy()}

@@ -11,29 +11,14 @@ from typing import Callable
 from ..checkpoint import Checkpoint
 from ..errors import CheckpointError, UsageError
 from .codes import CodesItemTable
+from .cprec import BlockItemTable
 from .encoder import EncoderConfig, SessionEncoder
 from .item_tables import FullItemTable, ItemTable
 from .recommender import SessionRecommender
-
-
-
-def _tt(num_items: int, dim: int, **cfg) -> ItemTable:
-    from .tensor_train import TTItemTable
-    return TTItemTable(num_items, dim, **cfg)
-
-
-def _stt(num_items: int, dim: int, **cfg) -> ItemTable:
-    from .tensor_train import STTItemTable
-    return STTItemTable(num_items, dim, **cfg)
-
-
-def _cprec(num_items: int, dim: int, **cfg) -> ItemTable:
-    from .cprec import BlockItemTable
-    return BlockItemTable(num_items, dim, **cfg)
-
+from .tensor_train import STTItemTable, TTItemTable
 
 ITEM_TABLES: dict[str, Callable[..., ItemTable]] = {"none": FullItemTable, "codes": CodesItemTable,
-                                                    "tt": _tt, "stt": _stt, "cprec": _cprec}
+                                                    "tt": TTItemTable, "stt": STTItemTable, "cprec": BlockItemTable}
 
 
 def register_item_table(name: str, constructor: Callable[..., ItemTable]) -> None:
