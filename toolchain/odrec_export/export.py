@@ -39,6 +39,7 @@ from . import artifact as A
 from .errors import OdrecError, UsageError
 from .freeze import FrozenModel
 from .graph import Graph
+from .heads import HEADS
 
 OPSET = 18
 INT64_MAX = np.iinfo(np.int64).max
@@ -250,17 +251,6 @@ def _top_k(g: Graph, scores_all: str, k: int) -> None:
     g.op("Add", ["top_pos", "one_i64"], A.OUTPUT_IDS)
 
 
-def factor_head(compressor: str):
-    """The graph head of a factorised item table (heads/): tt and stt cores, CpRec blocks."""
-    if compressor in ("tt", "stt"):
-        from .heads import tensor_train
-        return tensor_train.tt_head if compressor == "tt" else tensor_train.stt_head
-    if compressor == "cprec":
-        from .heads.cprec import cprec_head
-        return cprec_head
-    raise UsageError(f"no graph head for compressor {compressor!r}")
-
-
 def assemble(frozen: FrozenModel, encoder: onnx.ModelProto, quant: str, top_k: int,
              head_options: dict | None = None) -> onnx.ModelProto:
     """One model: cleaned input → item vectors → encoder → scores → top-k.
@@ -278,7 +268,7 @@ def assemble(frozen: FrozenModel, encoder: onnx.ModelProto, quant: str, top_k: i
         def items(g, ids, mask):
             return _table_lookup_and_head(g, frozen.table, ids, mask)
     else:
-        head = factor_head(frozen.compressor)
+        head = HEADS[frozen.compressor]
 
         def items(g, ids, mask):
             return head(g, frozen.arrays, frozen.items_config, frozen.num_items, frozen.dim, ids, mask,

@@ -6,3 +6,8 @@ vector ``enc/session`` (column 0, padding, is dropped by the caller). It must ke
 representation compressed: every N-sized product is taken against the runtime session vector, so
 no constant folding (onnxruntime at load, onnxsim) can rebuild an N × d table.
 """
+
+from .cprec import cprec_head
+from .tensor_train import stt_head, tt_head
+
+HEADS = {"tt": tt_head, "stt": stt_head, "cprec": cprec_head}

@@ -106,6 +106,3 @@ def stt_head(g: Graph, arrays: dict, items_cfg: dict, num_items: int, dim: int, 
     s = g.op("Reshape", [s, g.const(f"{p}/session_mm_shape", _i64([-1, 1, jt, j1t]))], f"{p}/session_mm")
     u = g.op("MatMul", [s, f"{p}/core1"], f"{p}/u")  # B × I1 × J2/t × R/t
     return _scores(g, p, u, jt * rt, i1, i2, num_items)
-
-
-HEADS = {"tt": tt_head, "stt": stt_head}
