@@ -78,6 +78,22 @@ def test_distillation_steps_change_the_right_models(teacher_path, diginetica, co
         assert changed(t0, teacher) == []
 
 
+def test_mse_weight_scales_the_table_matching_term(teacher_path, diginetica, codes):
+    teacher, student = models(teacher_path, diginetica, codes)
+    teacher.eval(), student.eval()  # no dropout: both losses see the same forward pass
+    ids, targets = next(SampleBatches(diginetica, student.encoder.cfg.max_len).batches(32, torch.Generator()))
+    totals = {}
+    for weight in (0.0, 1.0, 0.25):
+        distiller = Distiller(teacher, student, hot_items(diginetica, 0.2), DistillConfig(mse=weight, eta=0.0))
+        torch.manual_seed(0)
+        distiller.proj.reset_parameters()
+        with torch.no_grad():
+            totals[weight], parts = distiller.loss(ids, targets)
+    assert parts["mse"] > 0
+    assert float(totals[1.0] - totals[0.0]) == pytest.approx(parts["mse"], rel=1e-4)
+    assert float(totals[0.25] - totals[0.0]) == pytest.approx(0.25 * parts["mse"], rel=1e-4)
+
+
 def test_teacher_untouched_by_a_unidirectional_run(teacher_path, diginetica, codes):
     teacher, student = models(teacher_path, diginetica, codes)
     t0 = snapshot(teacher)

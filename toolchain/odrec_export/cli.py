@@ -116,6 +116,8 @@ def train(
                                      "codes) or odrec (frozen teacher, predictive task; default for the others)."),
     beta: float = typer.Option(0.01, min=0.0, help="Students: weight of the contrastive loss."),
     gamma: float = typer.Option(0.3, min=0.0, help="Students: weight of the soft-target KL."),
+    mse: float = typer.Option(1.0, min=0.0, help="Students: weight of matching the teacher's item vectors "
+                              "(relative MSE; the paper's 1)."),
     eta: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Students: initial mix-up share of teacher "
                                         "vectors (recipe default: eodrec 0.7, odrec 0)."),
     eta_decay: float = typer.Option(0.5, "--eta-decay", min=0.0, max=1.0, help="Students: share of the training "
@@ -177,7 +179,7 @@ def train(
             teacher_model, teacher_ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo)
             teacher_info = teacher_provenance(teacher_ckpt)
         code_cfg = CodeLearningConfig(m=m, k=k, steps=code_steps, seed=seed, device=cfg.device)
-        kd_cfg = distill_config(compressor, kd, beta=beta, gamma=gamma, eta=eta, eta_decay=eta_decay,
+        kd_cfg = distill_config(compressor, kd, beta=beta, gamma=gamma, mse=mse, eta=eta, eta_decay=eta_decay,
                                 bidirectional=bidirectional, predictive=predictive)
         _, ckpt = train_student(sessions, teacher_model, teacher_info, code_cfg, cfg, kd_cfg, compressor=compressor,
                                 items_config=items_config, progress=_rich_progress, log=typer.echo)

@@ -5,10 +5,11 @@ teacher's table: learned codes (``codes``), tensor-train cores (``tt``, ``stt``)
 (``cprec``) or a plain copy (``none``). Per batch of training prefixes, with hot items = the top
 20% by training frequency:
 
-    L = L_rec + L_mse + β·L_con + γ·L_soft + δ·L_pred
+    L = L_rec + μ·L_mse + β·L_con + γ·L_soft + δ·L_pred
 
 * L_rec: the student's cross-entropy over all items, scored with its compressed table only;
-* L_mse: the student's item vectors vs the teacher's (relative mean squared error);
+* L_mse: the student's item vectors vs the teacher's (relative mean squared error; the paper's
+  weight μ is 1);
 * L_con: each session splits into a hot and a cold sub-session, each read out by both models;
   recombined views z_stu = proj([s_hot^stu; s_cold^tea]) and z_tea = proj([s_hot^tea; s_cold^stu])
   of the same session are positives in an InfoNCE (cosine, τ=0.2, in-batch negatives);
@@ -53,6 +54,7 @@ from .train import BestEpoch, Progress, SampleBatches, TrainConfig, environment,
 class DistillConfig:
     beta: float = 0.01  # contrastive weight (paper: Tmall 0.01, RetailRocket 0.5)
     gamma: float = 0.3  # soft-target weight
+    mse: float = 1.0  # μ: weight of the student-vs-teacher item-vector matching (paper: 1)
     eta: float = 0.7  # initial mix-up share of the teacher's item vectors (decays to 0)
     eta_decay: float = 0.5  # share of the training steps over which η falls linearly to 0
     tau: float = 0.2  # InfoNCE temperature
@@ -149,7 +151,7 @@ class Distiller(nn.Module):
         z_s = self.proj(torch.cat([s_hot, t_cold], 1))
         l_con = info_nce(z_s, self.proj(torch.cat([t_hot, s_cold], 1)), cfg.tau)
         l_soft = kl(t_logp.detach(), s_logp)
-        total = l_rec + l_mse + cfg.beta * l_con + cfg.gamma * l_soft
+        total = l_rec + cfg.mse * l_mse + cfg.beta * l_con + cfg.gamma * l_soft
         parts = {"rec": l_rec.item(), "mse": l_mse.item(), "con": l_con.item(), "soft": l_soft.item()}
         if cfg.predictive:
             l_pred = F.nll_loss(s.items.log_probs(z_s, s_table), targets - 1)
