@@ -80,7 +80,8 @@ def test_distillation_steps_change_the_right_models(teacher_path, diginetica, co
 
 def test_mse_weight_scales_the_table_matching_term(teacher_path, diginetica, codes):
     teacher, student = models(teacher_path, diginetica, codes)
-    teacher.eval(), student.eval()  # no dropout: both losses see the same forward pass
+    teacher.eval()  # no dropout: every weighting sees the same forward pass
+    student.eval()
     ids, targets = next(SampleBatches(diginetica, student.encoder.cfg.max_len).batches(32, torch.Generator()))
     totals = {}
     for weight in (0.0, 1.0, 0.25):
