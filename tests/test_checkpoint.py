@@ -101,6 +101,18 @@ def test_weights_not_matching_config(tmp_path):
         model_from_checkpoint(load_checkpoint(tmp_path / "m.pt"))
 
 
+@pytest.mark.parametrize("config, message", [
+    ({"compressor": "svd"}, "unknown compressor 'svd'"),
+    ({"compressor": "stt", "items": {"rank": 5}}, "multiple of t"),
+])
+def test_unusable_config_is_a_checkpoint_error_naming_the_file(tmp_path, config, message):
+    ckpt = make_checkpoint()
+    ckpt.config = {**CONFIG, **config}
+    save_checkpoint(ckpt, tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match=f"m.pt: model config not usable: .*{message}"):
+        model_from_checkpoint(load_checkpoint(tmp_path / "m.pt"), str(tmp_path / "m.pt"))
+
+
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.bin"
     target.write_bytes(b"old")

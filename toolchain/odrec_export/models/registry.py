@@ -41,6 +41,8 @@ def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint") -> Sessi
     try:
         model = build_model(ckpt.config)
         model.load_state_dict(ckpt.state_dict, strict=True)
+    except UsageError as e:  # build_model's option errors: here the options come from the file
+        raise CheckpointError(f"{source}: model config not usable: {e}") from None
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{source}: weights do not match the model config: {first[:200]}") from None
