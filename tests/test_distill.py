@@ -103,6 +103,14 @@ def test_teacher_untouched_by_a_unidirectional_run(teacher_path, diginetica, cod
     assert history["epochs_run"] == 1 and changed(t0, teacher) == []
 
 
+def test_teacher_lr_zero_keeps_a_bidirectional_teacher_fixed(teacher_path, diginetica, codes):
+    teacher, student = models(teacher_path, diginetica, codes)
+    t0, s0 = snapshot(teacher), snapshot(student)
+    distill(teacher, student, diginetica, TrainConfig(epochs=1, batch_size=64, max_batches=3),
+            DistillConfig(bidirectional=True, teacher_lr=0.0), log=quiet)
+    assert changed(t0, teacher) == [] and "items.codebooks" in changed(s0, student)
+
+
 def test_mix_up_share_reaches_zero_after_eta_decay(teacher_path, diginetica, codes):
     teacher, student = models(teacher_path, diginetica, codes)
     history = distill(teacher, student, diginetica, TrainConfig(epochs=3, batch_size=64, patience=5),

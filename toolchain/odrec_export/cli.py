@@ -127,6 +127,8 @@ def train(
                                                  "(recipe default: eodrec yes, odrec no)."),
     predictive: Optional[float] = typer.Option(None, min=0.0, help="Students: weight of OD-Rec's predictive task "
                                                "(recipe default: eodrec 0, odrec 0.5)."),
+    teacher_lr: Optional[float] = typer.Option(None, "--teacher-lr", min=0.0, help="Students, bidirectional: the "
+                                               "teacher's learning rate (default: --lr; 0 keeps it fixed)."),
     code_steps: int = typer.Option(300, min=1, help="codes: code-learning steps (full item table each)."),
     init: Optional[Path] = typer.Option(None, "--init", help="none: continue from this teacher checkpoint's "
                                         "weights and architecture (e.g. a stopped run); --dim etc. are ignored."),
@@ -180,7 +182,7 @@ def train(
             teacher_info = teacher_provenance(teacher_ckpt)
         code_cfg = CodeLearningConfig(m=m, k=k, steps=code_steps, seed=seed, device=cfg.device)
         kd_cfg = distill_config(compressor, kd, beta=beta, gamma=gamma, mse=mse, eta=eta, eta_decay=eta_decay,
-                                bidirectional=bidirectional, predictive=predictive)
+                                bidirectional=bidirectional, predictive=predictive, teacher_lr=teacher_lr)
         _, ckpt = train_student(sessions, teacher_model, teacher_info, code_cfg, cfg, kd_cfg, compressor=compressor,
                                 items_config=items_config, progress=_rich_progress, log=typer.echo)
         typer.echo(f"item representation: {json.dumps(ckpt.provenance['item_bytes'])}")

@@ -61,7 +61,7 @@ class DistillConfig:
     hot_fraction: float = 0.2
     bidirectional: bool = True
     predictive: float = 0.0  # δ: OD-Rec's predictive task on the recombined view
-    teacher_lr: float | None = None  # None: same as the student's lr
+    teacher_lr: float | None = None  # bidirectional: the teacher's learning rate (None: the student's)
 
 
 KD_RECIPES = {
@@ -175,7 +175,8 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
     distiller = Distiller(teacher, student, hot_items(data, cfg.hot_fraction), cfg).to(device)
     groups = [{"params": list(student.parameters()) + list(distiller.proj.parameters()), "lr": train_cfg.lr}]
     if cfg.bidirectional:
-        groups.append({"params": list(teacher.parameters()), "lr": cfg.teacher_lr or train_cfg.lr})
+        groups.append({"params": list(teacher.parameters()),
+                       "lr": train_cfg.lr if cfg.teacher_lr is None else cfg.teacher_lr})
     else:
         for p in teacher.parameters():
             p.requires_grad_(False)
