@@ -111,6 +111,21 @@ def test_teacher_lr_zero_keeps_a_bidirectional_teacher_fixed(teacher_path, digin
     assert changed(t0, teacher) == [] and "items.codebooks" in changed(s0, student)
 
 
+def test_a_student_run_saves_its_best_epoch_as_it_goes(teacher_path, diginetica):
+    teacher, info = load_teacher(teacher_path, diginetica)
+    saved = []
+    _, final = train_student(diginetica, teacher, info, CODES, TrainConfig(epochs=2, batch_size=64, max_batches=3,
+                                                                           patience=5),
+                             DistillConfig(bidirectional=False), log=quiet, save=saved.append)
+    improving = [h["epoch"] for h in final.provenance["history"]
+                 if h["valid"]["HR@10"] > max([float("-inf")] + [g["valid"]["HR@10"] for g in final.provenance["history"]
+                                                       if g["epoch"] < h["epoch"]])]
+    assert [c.provenance["best_epoch"] for c in saved] == improving and improving
+    assert all(c.provenance["complete"] is False and "test_metrics" not in c.provenance for c in saved)
+    assert final.provenance["complete"] is True and "test_metrics" in final.provenance
+    assert saved[-1].state_dict["items.codebooks"].equal(final.state_dict["items.codebooks"])  # the best epoch
+
+
 def test_mix_up_share_reaches_zero_after_eta_decay(teacher_path, diginetica, codes):
     teacher, student = models(teacher_path, diginetica, codes)
     history = distill(teacher, student, diginetica, TrainConfig(epochs=3, batch_size=64, patience=5),

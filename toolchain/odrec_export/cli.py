@@ -184,7 +184,8 @@ def train(
         kd_cfg = distill_config(compressor, kd, beta=beta, gamma=gamma, mse=mse, eta=eta, eta_decay=eta_decay,
                                 bidirectional=bidirectional, predictive=predictive, teacher_lr=teacher_lr)
         _, ckpt = train_student(sessions, teacher_model, teacher_info, code_cfg, cfg, kd_cfg, compressor=compressor,
-                                items_config=items_config, progress=_rich_progress, log=typer.echo)
+                                items_config=items_config, progress=_rich_progress, log=typer.echo,
+                                save=lambda c: save_checkpoint(c, out))
         typer.echo(f"item representation: {json.dumps(ckpt.provenance['item_bytes'])}")
     sha = save_checkpoint(ckpt, out)
     if "test_metrics" in ckpt.provenance:

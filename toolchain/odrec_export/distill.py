@@ -167,9 +167,10 @@ class Distiller(nn.Module):
 
 def distill(teacher: SessionRecommender, student: SessionRecommender, data: SessionData,
             train_cfg: TrainConfig, cfg: DistillConfig, *, progress: Progress = no_progress,
-            log: Callable[[str], None] = print) -> dict:
+            log: Callable[[str], None] = print, on_best: Callable[[dict], None] | None = None) -> dict:
     """Train the student (and, when bidirectional, the teacher); keeps the student state with the best
-    validation HR@10 (codes only). Returns the history."""
+    validation HR@10 (codes only). Returns the history. ``on_best(history)`` runs after every epoch that
+    improves it (the student then holds that epoch's weights), so a long run can save as it goes."""
     device = resolve_device(train_cfg.device)
     torch.manual_seed(train_cfg.seed)
     distiller = Distiller(teacher, student, hot_items(data, cfg.hot_fraction), cfg).to(device)
@@ -211,7 +212,10 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
         log(f"distil epoch {epoch} (eta {distiller.eta:.2f}): " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
             + (f"; student valid HR@10 {100 * val['HR@10']:.2f} NDCG@10 {100 * val['NDCG@10']:.2f}" if val else "")
             + f" ({time.time() - t0:.0f}s)")
-        if not selection.update(student, epoch, val) and selection.exhausted:
+        if selection.update(student, epoch, val):
+            if on_best is not None:
+                on_best({"epochs_run": len(history), "best_epoch": epoch, "history": history})
+        elif selection.exhausted:
             log(f"early stop: no validation gain for {train_cfg.patience} epochs")
             break
     student.load_state_dict(selection.state)
@@ -247,7 +251,9 @@ def check_no_full_table(state_dict: dict, num_items: int) -> None:
 
 def student_checkpoint(student: SessionRecommender, config: dict, data: SessionData, teacher_info: dict,
                        fit_report: dict, train_cfg: TrainConfig, cfg: DistillConfig, history: dict,
-                       wall: float) -> Checkpoint:
+                       wall: float, complete: bool = True) -> Checkpoint:
+    """The student's checkpoint; ``complete=False`` marks a best-so-far state saved mid-run (no test
+    metrics, which cost an evaluation per save)."""
     state = student.state_dict()
     if config["compressor"] != "none":  # the uncompressed student holds its N×d table by design
         check_no_full_table(state, student.num_items)
@@ -256,8 +262,9 @@ def student_checkpoint(student: SessionRecommender, config: dict, data: SessionD
                   fit_report, "train": asdict(train_cfg),
                   "distill": asdict(cfg), "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
                   "history": history["history"], "wall_seconds": round(wall, 1), "item_bytes": item_bytes(student),
-                  "environment": environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    if data.test_samples:
+                  "environment": environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "complete": complete}
+    if complete and data.test_samples:
         provenance["test_metrics"] = evaluate_model(student, data.test_samples, max_len=student.encoder.cfg.max_len)
     return Checkpoint("student", config, list(data.vocab.raw_ids), state, provenance)
 
@@ -286,18 +293,23 @@ def make_student(teacher: SessionRecommender, data: SessionData, compressor: str
 def train_student(data: SessionData, teacher: SessionRecommender, teacher_info: dict, code_cfg,
                   train_cfg: TrainConfig, cfg: DistillConfig, *, compressor: str = "codes",
                   items_config: dict | None = None, progress: Progress = no_progress,
-                  log: Callable[[str], None] = print) -> tuple[SessionRecommender, Checkpoint]:
+                  log: Callable[[str], None] = print,
+                  save: Callable[[Checkpoint], None] | None = None) -> tuple[SessionRecommender, Checkpoint]:
     """Fit the student's item representation to the teacher, distil, and return the student with its
     checkpoint (not yet saved). ``train_cfg.epochs == 0`` stops after the fit (no distillation).
 
     ``teacher_info`` is the teacher's provenance to record (checkpoint hash, data hash, metrics).
+    With ``save``, the best student so far is handed to it after every improving distillation epoch
+    (provenance ``"complete": false``), so a stopped run keeps its best epoch.
     """
     if teacher.num_items != data.num_items:
         raise UsageError(f"teacher knows {teacher.num_items} items, the data {data.num_items}")
     t0 = time.time()
     student, config, fit_report = make_student(teacher, data, compressor, items_config or {}, code_cfg, log=log)
     if train_cfg.epochs > 0:
-        history = distill(teacher, student, data, train_cfg, cfg, progress=progress, log=log)
+        on_best = (lambda h: save(student_checkpoint(student, config, data, teacher_info, fit_report, train_cfg,
+                                                     cfg, h, time.time() - t0, complete=False))) if save else None
+        history = distill(teacher, student, data, train_cfg, cfg, progress=progress, log=log, on_best=on_best)
     else:
         log("--epochs 0: no distillation, the student is the fitted representation + the teacher's encoder")
         history = {"epochs_run": 0, "best_epoch": 0, "history": []}
