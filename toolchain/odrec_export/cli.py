@@ -162,14 +162,17 @@ def train(
                                              test_days, valid_fraction))
     typer.echo(f"data: {json.dumps(sessions.report)}")
     enc = {"dim": dim, "heads": heads, "layers": layers, "max_len": max_len, "dropout": dropout, "share": share}
+
+    def save_best_so_far(c) -> None:  # after every improving epoch (teacher or student): a long run can be stopped
+        save_checkpoint(c, out)
+
     if not student:
         start = None
         if init is not None:
             from .distill import load_teacher
             start = load_teacher(init, sessions)
-        # The best checkpoint so far is written after every improving epoch: a long run can be stopped.
         _, ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo,
-                                save=lambda c: save_checkpoint(c, out), init=start)
+                                save=save_best_so_far, init=start)
     else:
         from .code_learning import CodeLearningConfig
         from .distill import distill_config, load_teacher, teacher_provenance, train_student
@@ -185,7 +188,7 @@ def train(
                                 bidirectional=bidirectional, predictive=predictive, teacher_lr=teacher_lr)
         _, ckpt = train_student(sessions, teacher_model, teacher_info, code_cfg, cfg, kd_cfg, compressor=compressor,
                                 items_config=items_config, progress=_rich_progress, log=typer.echo,
-                                save=lambda c: save_checkpoint(c, out))
+                                save=save_best_so_far)
         typer.echo(f"item representation: {json.dumps(ckpt.provenance['item_bytes'])}")
     sha = save_checkpoint(ckpt, out)
     if "test_metrics" in ckpt.provenance:
