@@ -210,3 +210,26 @@ def test_cli_trains_a_student(teacher_path, tmp_path):
                          capture_output=True, text=True, env={"OMP_NUM_THREADS": "1"})
     assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "not a teacher" in bad.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+@needs_shared
+def test_cli_continues_a_student_from_its_checkpoint(teacher_path, student_ckpt, tmp_path):
+    from conftest import assert_one_line_error, cli
+    from odrec_export.checkpoint import file_sha256
+
+    start, _ = student_ckpt
+    out = tmp_path / "more.pt"
+    r = cli("train", "--data", str(DIGINETICA), "--teacher", str(teacher_path), "--init", str(start),
+            "--m", "3", "--epochs", "1", "--out", str(out))  # --m is ignored: the student's codes are kept
+    assert r.returncode == 0, r.stderr
+    assert "codes:" not in r.stdout  # no code learning
+    a, b = load_checkpoint(start), load_checkpoint(out)
+    assert b.config == a.config and b.provenance["initialised_from"]["checkpoint_sha256"] == file_sha256(start)
+    assert torch.equal(b.state_dict["items.codes"], a.state_dict["items.codes"])
+    assert not torch.equal(b.state_dict["items.codebooks"], a.state_dict["items.codebooks"])
+    assert b.provenance["distill"]["eta"] == 0.0  # a continued student does not restart the mix-up
+    assert_one_line_error(cli("train", "--data", str(DIGINETICA), "--teacher", str(teacher_path), "--init",
+                              str(teacher_path), "--out", str(tmp_path / "x.pt")), 1, "not a student")
+    assert_one_line_error(cli("train", "--data", str(DIGINETICA), "--teacher", str(teacher_path), "--init",
+                              str(start), "--compressor", "stt", "--out", str(tmp_path / "x.pt")), 2, "codes student")
+    assert not (tmp_path / "x.pt").exists()

@@ -119,7 +119,7 @@ def train(
     mse: float = typer.Option(1.0, min=0.0, help="Students: weight of matching the teacher's item vectors "
                               "(relative MSE; the paper's 1)."),
     eta: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Students: initial mix-up share of teacher "
-                                        "vectors (recipe default: eodrec 0.7, odrec 0)."),
+                                        "vectors (recipe default: eodrec 0.7, odrec 0; 0 with --init)."),
     eta_decay: float = typer.Option(0.5, "--eta-decay", min=0.0, max=1.0, help="Students: share of the training "
                                     "steps over which the mix-up share falls to 0 (then codes only)."),
     bidirectional: Optional[bool] = typer.Option(None, "--bidirectional/--no-bidirectional",
@@ -130,8 +130,9 @@ def train(
     teacher_lr: Optional[float] = typer.Option(None, "--teacher-lr", min=0.0, help="Students, bidirectional: the "
                                                "teacher's learning rate (default: --lr; 0 keeps it fixed)."),
     code_steps: int = typer.Option(300, min=1, help="codes: code-learning steps (full item table each)."),
-    init: Optional[Path] = typer.Option(None, "--init", help="none: continue from this teacher checkpoint's "
-                                        "weights and architecture (e.g. a stopped run); --dim etc. are ignored."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Continue a stopped or finished run from its "
+                                        "checkpoint: a teacher's (no --teacher), or, with --teacher, a student's "
+                                        "(no code learning; its compressor is kept). --dim, --m etc. are ignored."),
     delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
     item_col: Optional[str] = ItemColOpt, time_col: Optional[str] = TimeColOpt,
     date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
@@ -147,8 +148,8 @@ def train(
     if compressor not in compressors:
         raise UsageError(f"unknown compressor '{compressor}' for train (use {', '.join(compressors)})")
     student = compressor != "none" or teacher is not None
-    if init is not None and student:
-        raise UsageError("--init continues a teacher (--compressor none, no --teacher); a student starts from --teacher")
+    if init is not None and student and teacher is None:
+        raise UsageError("--init with a student compressor continues a student: give its --teacher too")
     if epochs == 0 and not student:
         raise UsageError("--epochs 0 only makes sense for a student (a fitted, undistilled representation)")
     items_config = _items_config(compressor, m, k, rank, blocks, rho)
@@ -175,7 +176,7 @@ def train(
                                 save=save_best_so_far, init=start)
     else:
         from .code_learning import CodeLearningConfig
-        from .distill import distill_config, load_teacher, teacher_provenance, train_student
+        from .distill import distill_config, load_student, load_teacher, teacher_provenance, train_student
 
         if teacher is not None:
             teacher_model, teacher_info = load_teacher(teacher, sessions)
@@ -183,12 +184,19 @@ def train(
             typer.echo("no --teacher: training the teacher first")
             teacher_model, teacher_ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo)
             teacher_info = teacher_provenance(teacher_ckpt)
+        start = None
+        if init is not None:
+            start = load_student(init, sessions)
+            if compressor not in ("none", start.config["compressor"]):
+                raise UsageError(f"--compressor {compressor}, but {init} is a {start.config['compressor']} student")
+            compressor = start.config["compressor"]
+            eta = 0.0 if eta is None else eta  # its run's mix-up is over: continue on the student's own vectors
         code_cfg = CodeLearningConfig(m=m, k=k, steps=code_steps, seed=seed, device=cfg.device)
         kd_cfg = distill_config(compressor, kd, beta=beta, gamma=gamma, mse=mse, eta=eta, eta_decay=eta_decay,
                                 bidirectional=bidirectional, predictive=predictive, teacher_lr=teacher_lr)
         _, ckpt = train_student(sessions, teacher_model, teacher_info, code_cfg, cfg, kd_cfg, compressor=compressor,
                                 items_config=items_config, progress=_rich_progress, log=typer.echo,
-                                save=save_best_so_far)
+                                save=save_best_so_far, init=start)
         typer.echo(f"item representation: {json.dumps(ckpt.provenance['item_bytes'])}")
     sha = save_checkpoint(ckpt, out)
     if "test_metrics" in ckpt.provenance:

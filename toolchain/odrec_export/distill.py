@@ -251,9 +251,9 @@ def check_no_full_table(state_dict: dict, num_items: int) -> None:
 
 def student_checkpoint(student: SessionRecommender, config: dict, data: SessionData, teacher_info: dict,
                        fit_report: dict, train_cfg: TrainConfig, cfg: DistillConfig, history: dict,
-                       wall: float, complete: bool = True) -> Checkpoint:
+                       wall: float, complete: bool = True, init_info: dict | None = None) -> Checkpoint:
     """The student's checkpoint; ``complete=False`` marks a best-so-far state saved mid-run (no test
-    metrics, which cost an evaluation per save)."""
+    metrics, which cost an evaluation per save). ``init_info``: the student checkpoint it continued."""
     state = student.state_dict()
     if config["compressor"] != "none":  # the uncompressed student holds its N×d table by design
         check_no_full_table(state, student.num_items)
@@ -264,6 +264,8 @@ def student_checkpoint(student: SessionRecommender, config: dict, data: SessionD
                   "history": history["history"], "wall_seconds": round(wall, 1), "item_bytes": item_bytes(student),
                   "environment": environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "complete": complete}
+    if init_info is not None:
+        provenance["initialised_from"] = init_info
     if complete and data.test_samples:
         provenance["test_metrics"] = evaluate_model(student, data.test_samples, max_len=student.encoder.cfg.max_len)
     return Checkpoint("student", config, list(data.vocab.raw_ids), state, provenance)
@@ -294,9 +296,12 @@ def train_student(data: SessionData, teacher: SessionRecommender, teacher_info: 
                   train_cfg: TrainConfig, cfg: DistillConfig, *, compressor: str = "codes",
                   items_config: dict | None = None, progress: Progress = no_progress,
                   log: Callable[[str], None] = print,
-                  save: Callable[[Checkpoint], None] | None = None) -> tuple[SessionRecommender, Checkpoint]:
+                  save: Callable[[Checkpoint], None] | None = None,
+                  init: StudentStart | None = None) -> tuple[SessionRecommender, Checkpoint]:
     """Fit the student's item representation to the teacher, distil, and return the student with its
     checkpoint (not yet saved). ``train_cfg.epochs == 0`` stops after the fit (no distillation).
+    ``init`` (from ``load_student``) continues distilling an existing student instead: no fit, its
+    codes / representation, codebooks and encoder are the starting point.
 
     ``teacher_info`` is the teacher's provenance to record (checkpoint hash, data hash, metrics).
     With ``save``, the best student so far is handed to it after every improving distillation epoch
@@ -305,10 +310,17 @@ def train_student(data: SessionData, teacher: SessionRecommender, teacher_info: 
     if teacher.num_items != data.num_items:
         raise UsageError(f"teacher knows {teacher.num_items} items, the data {data.num_items}")
     t0 = time.time()
-    student, config, fit_report = make_student(teacher, data, compressor, items_config or {}, code_cfg, log=log)
+    if init is not None:
+        if init.model.items.dim != teacher.items.dim:
+            raise UsageError(f"the student to continue has d={init.model.items.dim}, the teacher d={teacher.items.dim}")
+        student, config, fit_report, init_info = init.model, init.config, init.fit_report, init.info
+    else:
+        student, config, fit_report = make_student(teacher, data, compressor, items_config or {}, code_cfg, log=log)
+        init_info = None
     if train_cfg.epochs > 0:
         on_best = (lambda h: save(student_checkpoint(student, config, data, teacher_info, fit_report, train_cfg,
-                                                     cfg, h, time.time() - t0, complete=False))) if save else None
+                                                     cfg, h, time.time() - t0, complete=False,
+                                                     init_info=init_info))) if save else None
         history = distill(teacher, student, data, train_cfg, cfg, progress=progress, log=log, on_best=on_best)
     else:
         log("--epochs 0: no distillation, the student is the fitted representation + the teacher's encoder")
@@ -319,7 +331,7 @@ def train_student(data: SessionData, teacher: SessionRecommender, teacher_info: 
         teacher_info["test_metrics_after_distill"] = evaluate_model(teacher, data.test_samples,
                                                                     max_len=teacher.encoder.cfg.max_len)
     ckpt = student_checkpoint(student, config, data, teacher_info, fit_report, train_cfg, cfg,
-                              history, time.time() - t0)
+                              history, time.time() - t0, init_info=init_info)
     return student, ckpt
 
 
@@ -341,6 +353,35 @@ def load_teacher(path, data: SessionData) -> tuple[SessionRecommender, dict]:
     info.update({"checkpoint": str(path), "checkpoint_sha256": file_sha256(path),
                  "same_data_as_student": ckpt.provenance.get("data_sha256") == data.data_sha256})
     return model_from_checkpoint(ckpt, str(path)), info
+
+
+@dataclass
+class StudentStart:
+    """A saved student to continue distilling: the model, its config and fitting report, and where it came from."""
+    model: SessionRecommender
+    config: dict
+    fit_report: dict
+    info: dict
+
+
+def load_student(path, data: SessionData) -> StudentStart:
+    """A student checkpoint for ``data``, to continue (e.g. a stopped or finished KD run)."""
+    from .checkpoint import file_sha256, load_checkpoint
+    from .data import Vocabulary
+    from .errors import CheckpointError
+    from .models.registry import model_from_checkpoint
+
+    ckpt = load_checkpoint(path)
+    if ckpt.kind != "student":
+        raise CheckpointError(f"{path}: not a student checkpoint (kind {ckpt.kind!r})")
+    if Vocabulary(ckpt.vocab) != data.vocab:
+        raise CheckpointError(f"{path}: the student's vocabulary ({len(ckpt.vocab)} items) is not the one "
+                              f"of {data.source} ({data.num_items} items)")
+    prov = ckpt.provenance
+    fit_report = prov.get("code_learning", prov.get("item_fit", {}))
+    info = {"checkpoint": str(path), "checkpoint_sha256": file_sha256(path), "best_epoch": prov.get("best_epoch"),
+            "complete": prov.get("complete"), "test_metrics": prov.get("test_metrics")}
+    return StudentStart(model_from_checkpoint(ckpt, str(path)), ckpt.config, fit_report, info)
 
 
 def teacher_provenance(ckpt: Checkpoint) -> dict:
