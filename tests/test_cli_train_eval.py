@@ -72,6 +72,8 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
                           "no session with at least two items")
     assert_one_line_error(cli("train", "--data", str(tmp_path), "--out", str(tmp_path / "o.pt"),
                               "--device", "tpu"), 2, "unknown device")
+    assert_one_line_error(cli("train", "--data", str(tmp_path), "--out", str(tmp_path / "o.pt"),
+                              "--lr-schedule", "step"), 2, "schedule 'step'")
     assert not (tmp_path / "o.pt").exists()
 
 

@@ -42,3 +42,26 @@ def test_max_batches_serves_a_random_subset_of_full_batches(diginetica):
     assert len(full) == batches.count(32) and len(some) == 3 == batches.count(32, 3)
     assert all(torch.equal(a[1], b[1]) for a, b in zip(full, some))  # the same shuffled order, cut short
     assert sum(len(t) for _, t in full) == len(batches)
+
+
+def test_cosine_schedule_falls_from_the_set_rate_to_zero():
+    import pytest
+
+    from odrec_export.errors import UsageError
+    from odrec_export.train import lr_factor
+
+    assert [lr_factor("cosine", d) for d in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.5, 0.0], abs=1e-12)
+    assert lr_factor("constant", 0.7) == 1.0
+    with pytest.raises(UsageError, match="schedule 'linear'"):
+        lr_factor("linear", 0.0)
+
+
+def test_training_records_the_rate_each_epoch_ended_at(diginetica):
+    from odrec_export.train import TrainConfig, train_teacher
+
+    enc = {"dim": 16, "max_len": 10}
+    runs = {s: train_teacher(diginetica, enc, TrainConfig(epochs=2, max_batches=4, lr_schedule=s), log=lambda _: None)[1]
+            for s in ("constant", "cosine")}
+    const = [h["lr"] for h in runs["constant"].provenance["history"]]
+    cos = [h["lr"] for h in runs["cosine"].provenance["history"]]
+    assert const == [1e-3, 1e-3] and 1e-3 > cos[0] > cos[1] > 0

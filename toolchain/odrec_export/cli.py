@@ -93,6 +93,8 @@ def train(
     max_batches: Optional[int] = typer.Option(None, "--max-batches", min=1, help="Batches per epoch (a random "
                                               "subset; default: all): short runs on big data."),
     lr: float = typer.Option(1e-3),
+    lr_schedule: str = typer.Option("constant", "--lr-schedule", help="constant, or cosine: the learning rate "
+                                    "falls to 0 over the planned epochs × batches."),
     patience: int = typer.Option(2, min=1, help="Epochs without validation gain before stopping."),
     dim: int = typer.Option(128, min=8, help="Embedding dimension d."),
     heads: int = typer.Option(1, min=1),
@@ -142,7 +144,7 @@ def train(
     from .data import load_sessions
     from .errors import UsageError
     from .metrics import format_table
-    from .train import TrainConfig, resolve_device, train_teacher
+    from .train import TrainConfig, lr_factor, resolve_device, train_teacher
 
     compressors = ("none", "codes", "tt", "stt", "cprec")
     if compressor not in compressors:
@@ -157,8 +159,9 @@ def train(
 
     if share not in SHARE_MODES:
         raise UsageError(f"unknown --share '{share}' (use {', '.join(SHARE_MODES)})")
+    lr_factor(lr_schedule, 0.0)  # an unknown schedule fails before the data loads
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
-                      device=resolve_device(device), max_batches=max_batches)
+                      device=resolve_device(device), max_batches=max_batches, lr_schedule=lr_schedule)
     sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
                                              test_days, valid_fraction))
     typer.echo(f"data: {json.dumps(sessions.report)}")

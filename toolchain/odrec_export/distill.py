@@ -47,7 +47,8 @@ from .evaluate import evaluate_model
 from .models.codes import CodesItemTable
 from .models.recommender import SessionRecommender
 from .models.registry import build_model
-from .train import BestEpoch, Progress, SampleBatches, TrainConfig, environment, no_progress, resolve_device
+from .train import (BestEpoch, Progress, SampleBatches, TrainConfig, environment, lr_factor, no_progress,
+                    resolve_device, schedule_lr)
 
 
 @dataclass
@@ -186,6 +187,7 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
     gen = torch.Generator().manual_seed(train_cfg.seed)
     n_batches = batches.count(train_cfg.batch_size, train_cfg.max_batches)
     max_len = student.encoder.cfg.max_len
+    base_lrs = [g["lr"] for g in opt.param_groups]
     history, selection = [], BestEpoch(train_cfg.patience)
     for epoch in range(1, train_cfg.epochs + 1):
         student.train()
@@ -196,6 +198,7 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
             done = ((epoch - 1) * n_batches + step) / max(1, train_cfg.epochs * n_batches - 1)
             # η falls linearly to 0 after eta_decay of the steps; the rest trains on exactly what is evaluated
             distiller.eta = cfg.eta * max(0.0, 1 - done / max(cfg.eta_decay, 1e-9))
+            schedule_lr(opt, base_lrs, lr_factor(train_cfg.lr_schedule, done))
             ids, targets = ids.to(device), targets.to(device)
             loss, parts = distiller.loss(ids, targets)
             opt.zero_grad(set_to_none=True)
@@ -207,8 +210,8 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
         means = {key: v / max(seen, 1) for key, v in sums.items()}
         val = (evaluate_model(student, data.valid_samples, max_len=max_len, batch_size=train_cfg.eval_batch_size,
                               device=device) if data.valid_samples else {})
-        history.append({"epoch": epoch, "eta": distiller.eta, "losses": means, "seconds": time.time() - t0,
-                        "valid": val})
+        history.append({"epoch": epoch, "eta": distiller.eta, "lr": opt.param_groups[0]["lr"], "losses": means,
+                        "seconds": time.time() - t0, "valid": val})
         log(f"distil epoch {epoch} (eta {distiller.eta:.2f}): " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
             + (f"; student valid HR@10 {100 * val['HR@10']:.2f} NDCG@10 {100 * val['NDCG@10']:.2f}" if val else "")
             + f" ({time.time() - t0:.0f}s)")

@@ -7,6 +7,7 @@ samples carved from the training sessions, and the test metrics are computed onc
 from __future__ import annotations
 
 import copy
+import math
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -42,6 +43,22 @@ class TrainConfig:
     device: str = "cpu"
     eval_batch_size: int = 512
     max_batches: int | None = None  # per epoch: a random subset of this many batches (None: all)
+    lr_schedule: str = "constant"  # or "cosine": falls to 0 over the planned epochs × batches
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, done: float) -> float:
+    """The learning rate's multiplier once ``done`` (0..1) of the planned training steps have run."""
+    if schedule not in LR_SCHEDULES:
+        raise UsageError(f"unknown learning-rate schedule '{schedule}' (use {' or '.join(LR_SCHEDULES)})")
+    return 0.5 * (1 + math.cos(math.pi * min(done, 1.0))) if schedule == "cosine" else 1.0
+
+
+def schedule_lr(opt: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> None:
+    for group, lr in zip(opt.param_groups, base_lrs):
+        group["lr"] = lr * factor
 
 
 def resolve_device(name: str) -> str:
@@ -125,10 +142,14 @@ def fit(model: SessionRecommender, data: SessionData, cfg: TrainConfig, step_los
     gen = torch.Generator().manual_seed(cfg.seed)
     history, selection = [], BestEpoch(cfg.patience)
     n_batches = batches.count(cfg.batch_size, cfg.max_batches)
+    base_lrs = [g["lr"] for g in opt.param_groups]
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0, total, seen = time.time(), 0.0, 0
-        for ids, targets in progress(batches.batches(cfg.batch_size, gen, cfg.max_batches), n_batches, f"epoch {epoch}"):
+        epoch_batches = batches.batches(cfg.batch_size, gen, cfg.max_batches)
+        for step, (ids, targets) in enumerate(progress(epoch_batches, n_batches, f"epoch {epoch}")):
+            done = ((epoch - 1) * n_batches + step) / (cfg.epochs * n_batches)
+            schedule_lr(opt, base_lrs, lr_factor(cfg.lr_schedule, done))
             ids, targets = ids.to(device), targets.to(device)
             loss = step_loss(model, ids, targets)
             opt.zero_grad(set_to_none=True)
@@ -139,8 +160,8 @@ def fit(model: SessionRecommender, data: SessionData, cfg: TrainConfig, step_los
         val = (evaluate_model(model, data.valid_samples, max_len=model.encoder.cfg.max_len,
                               batch_size=cfg.eval_batch_size, device=device)
                if data.valid_samples else {})
-        history.append({"epoch": epoch, "loss": total / max(seen, 1), "seconds": time.time() - t0,
-                        "valid": val})
+        history.append({"epoch": epoch, "loss": total / max(seen, 1), "lr": opt.param_groups[0]["lr"],
+                        "seconds": time.time() - t0, "valid": val})
         log(f"epoch {epoch}: loss {total / max(seen, 1):.4f}"
             + (f", valid HR@10 {100 * val['HR@10']:.2f} NDCG@10 {100 * val['NDCG@10']:.2f}" if val else "")
             + f" ({time.time() - t0:.0f}s)")
