@@ -34,6 +34,26 @@ def test_train_then_eval_json(trained):
 
 
 @needs_shared
+def test_breakdown_groups_partition_the_samples(trained):
+    from odrec_export.data import load_sessions
+
+    r = cli("eval", "--ckpt", str(trained), "--data", str(DIGINETICA), "--json", "--breakdown")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    rows = {row["group"]: row for row in m["breakdown"]}
+    by_clicks = [row for name, row in rows.items() if name.startswith("target clicked")]
+    by_repeat = [rows["target already in the session"], rows["target new to the session"]]
+    for groups in (by_clicks, by_repeat):  # each grouping covers every sample once
+        assert sum(g["samples"] for g in groups) == m["samples"]
+        assert sum(g["share"] * g["HR@10"] for g in groups) == pytest.approx(m["HR@10"])
+    data = load_sessions(DIGINETICA)
+    repeats = sum(t in p[-50:] for p, t in data.test_samples)  # the teacher's max_len is the default 50
+    assert rows["target already in the session"]["samples"] == repeats
+    text = cli("eval", "--ckpt", str(trained), "--data", str(DIGINETICA), "--breakdown").stdout
+    assert "target new to the session" in text and "% of samples" in text
+
+
+@needs_shared
 def test_training_is_reproducible(trained, tmp_path):
     again = tmp_path / "again.pt"
     r = cli("train", "--data", str(DIGINETICA), "--out", str(again), "--epochs", "2", "--dim", "32", "--seed", "1")

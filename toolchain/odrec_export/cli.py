@@ -234,6 +234,8 @@ def eval_cmd(
     ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint to evaluate."),
     data: Path = DataOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (fractions)."),
+    by_group: bool = typer.Option(False, "--breakdown", help="Also per group of samples: by the target's clicks "
+                                  "in the training sessions, and by whether it is already in the session."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
     item_col: Optional[str] = ItemColOpt, time_col: Optional[str] = TimeColOpt,
@@ -243,8 +245,10 @@ def eval_cmd(
     from .checkpoint import load_checkpoint
     from .data import Vocabulary, load_sessions
     from .errors import DataError
-    from .evaluate import evaluate_model, remap_samples
-    from .metrics import format_table
+    import numpy as np
+
+    from .evaluate import breakdown, remap_samples, sample_ranks
+    from .metrics import format_table, metrics_from_ranks
     from .models.registry import model_from_checkpoint
     from .train import resolve_device
 
@@ -255,14 +259,23 @@ def eval_cmd(
     samples, skipped = remap_samples(sessions.test_samples, sessions.vocab, Vocabulary(checkpoint.vocab))
     if not samples:
         raise DataError(f"{data}: no test sample whose items the checkpoint knows")
-    metrics = evaluate_model(model, samples, max_len=model.encoder.cfg.max_len, device=device)
+    max_len = model.encoder.cfg.max_len
+    ranks = sample_ranks(model, samples, max_len=max_len, device=device)
+    metrics = metrics_from_ranks(ranks)
     metrics["skipped_unknown_items"] = skipped
+    if by_group:  # training clicks indexed like the checkpoint's vocabulary (the remapped samples use it)
+        clicks = sessions.item_counts()
+        clicks = np.array([0] + [clicks[sessions.vocab.index(raw)] for raw in checkpoint.vocab])
+        metrics["breakdown"] = breakdown(ranks, samples, clicks, max_len=max_len)
     if as_json:
         typer.echo(json.dumps(metrics, sort_keys=True))
-    else:
-        typer.echo(format_table(metrics))
-        if skipped:
-            typer.echo(f"skipped {skipped} samples with items unknown to the checkpoint")
+        return
+    typer.echo(format_table(metrics))
+    if skipped:
+        typer.echo(f"skipped {skipped} samples with items unknown to the checkpoint")
+    for row in metrics.get("breakdown", []):
+        typer.echo(f"{row['group']:<44} {100 * row['share']:5.1f}% of samples  HR@10 {100 * row['HR@10']:6.2f}"
+                   f"  NDCG@10 {100 * row['NDCG@10']:6.2f}")
 
 
 @app.command()

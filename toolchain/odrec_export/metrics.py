@@ -25,27 +25,6 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (scores > target_scores).sum(dim=1) + ((scores == target_scores) & lower_index).sum(dim=1)
 
 
-class RankingMetrics:
-    """Accumulates ranks batch by batch; ``result()`` gives fractions keyed like ``HR@10``."""
-
-    def __init__(self, ks: Sequence[int] = DEFAULT_KS):
-        self.ks = tuple(ks)
-        self._ranks: list[np.ndarray] = []
-
-    def add_ranks(self, ranks) -> None:
-        self._ranks.append(np.asarray(ranks, dtype=np.int64).reshape(-1))
-
-    def add_scores(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
-        self.add_ranks(target_ranks(scores, targets).cpu().numpy())
-
-    @property
-    def count(self) -> int:
-        return int(sum(len(r) for r in self._ranks))
-
-    def result(self) -> dict[str, float]:
-        return metrics_from_ranks(np.concatenate(self._ranks) if self._ranks else np.zeros(0), self.ks)
-
-
 def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     if len(ranks) == 0:
         raise ValueError("no samples to evaluate")
