@@ -242,11 +242,11 @@ def eval_cmd(
     date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
 ):
     """Evaluate a checkpoint on the test samples of --data (HR/NDCG/MRR @5/10/20, full item set)."""
+    import numpy as np
+
     from .checkpoint import load_checkpoint
     from .data import Vocabulary, load_sessions
     from .errors import DataError
-    import numpy as np
-
     from .evaluate import breakdown, remap_samples, sample_ranks
     from .metrics import format_table, metrics_from_ranks
     from .models.registry import model_from_checkpoint
