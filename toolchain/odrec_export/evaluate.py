@@ -45,9 +45,11 @@ def breakdown(ranks: np.ndarray, samples: Sequence[Sample], item_counts: np.ndar
     items of the) session. Each row: group, samples, share of all samples, and the metrics."""
     clicks = item_counts[[t for _, t in samples]]
     repeat = np.array([t in p[-max_len:] for p, t in samples])
-    groups = [(f"target clicked {lo}" + ("+" if hi is None else "" if hi == lo else f"-{hi}") + " times in training",
-               (clicks >= lo) & (clicks <= (hi if hi is not None else clicks.max())))
-              for lo, hi in CLICK_BUCKETS]
+    groups = []
+    for lo, hi in CLICK_BUCKETS:
+        span = f"{lo}+" if hi is None else str(lo) if hi == lo else f"{lo}-{hi}"
+        groups.append((f"target clicked {span} times in training",
+                       (clicks >= lo) & (clicks <= (np.inf if hi is None else hi))))
     groups += [("target already in the session", repeat), ("target new to the session", ~repeat)]
     return [{"group": name, "samples": int(mask.sum()), "share": float(mask.mean()),
              **metrics_from_ranks(ranks[mask], ks)} for name, mask in groups if mask.any()]
