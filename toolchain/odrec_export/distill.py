@@ -40,13 +40,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import Checkpoint
-from .data import SessionData
-from .errors import UsageError
+from .checkpoint import Checkpoint, file_sha256, load_checkpoint
+from .data import SessionData, Vocabulary
+from .errors import CheckpointError, UsageError
 from .evaluate import evaluate_model
 from .models.codes import CodesItemTable
 from .models.recommender import SessionRecommender
-from .models.registry import build_model
+from .models.registry import build_model, model_from_checkpoint
 from .train import (BestEpoch, Progress, SampleBatches, TrainConfig, environment, lr_factor, no_progress,
                     resolve_device, schedule_lr)
 
@@ -338,20 +338,22 @@ def train_student(data: SessionData, teacher: SessionRecommender, teacher_info: 
     return student, ckpt
 
 
-def load_teacher(path, data: SessionData) -> tuple[SessionRecommender, dict]:
-    """A teacher checkpoint for ``data``: the model and the provenance a student records about it."""
-    from .checkpoint import file_sha256, load_checkpoint
-    from .data import Vocabulary
-    from .errors import CheckpointError
-    from .models.registry import model_from_checkpoint
-
+def checkpoint_for(path, data: SessionData, role: str, fits: Callable[[Checkpoint], bool]) -> Checkpoint:
+    """The checkpoint at ``path``, refused unless it is a ``role`` (``fits``) over ``data``'s vocabulary."""
     ckpt = load_checkpoint(path)
-    if ckpt.kind != "teacher" or ckpt.config.get("compressor", "none") != "none":
-        raise CheckpointError(f"{path}: not a teacher checkpoint (kind {ckpt.kind!r}, "
+    if not fits(ckpt):
+        raise CheckpointError(f"{path}: not a {role} checkpoint (kind {ckpt.kind!r}, "
                               f"compressor {ckpt.config.get('compressor')!r})")
     if Vocabulary(ckpt.vocab) != data.vocab:
-        raise CheckpointError(f"{path}: the teacher's vocabulary ({len(ckpt.vocab)} items) is not the one "
+        raise CheckpointError(f"{path}: the {role}'s vocabulary ({len(ckpt.vocab)} items) is not the one "
                               f"of {data.source} ({data.num_items} items)")
+    return ckpt
+
+
+def load_teacher(path, data: SessionData) -> tuple[SessionRecommender, dict]:
+    """A teacher checkpoint for ``data``: the model and the provenance a student records about it."""
+    ckpt = checkpoint_for(path, data, "teacher",
+                          lambda c: c.kind == "teacher" and c.config.get("compressor", "none") == "none")
     info = teacher_provenance(ckpt)
     info.update({"checkpoint": str(path), "checkpoint_sha256": file_sha256(path),
                  "same_data_as_student": ckpt.provenance.get("data_sha256") == data.data_sha256})
@@ -369,17 +371,7 @@ class StudentStart:
 
 def load_student(path, data: SessionData) -> StudentStart:
     """A student checkpoint for ``data``, to continue (e.g. a stopped or finished KD run)."""
-    from .checkpoint import file_sha256, load_checkpoint
-    from .data import Vocabulary
-    from .errors import CheckpointError
-    from .models.registry import model_from_checkpoint
-
-    ckpt = load_checkpoint(path)
-    if ckpt.kind != "student":
-        raise CheckpointError(f"{path}: not a student checkpoint (kind {ckpt.kind!r})")
-    if Vocabulary(ckpt.vocab) != data.vocab:
-        raise CheckpointError(f"{path}: the student's vocabulary ({len(ckpt.vocab)} items) is not the one "
-                              f"of {data.source} ({data.num_items} items)")
+    ckpt = checkpoint_for(path, data, "student", lambda c: c.kind == "student")
     prov = ckpt.provenance
     fit_report = prov.get("code_learning", prov.get("item_fit", {}))
     info = {"checkpoint": str(path), "checkpoint_sha256": file_sha256(path), "best_epoch": prov.get("best_epoch"),
