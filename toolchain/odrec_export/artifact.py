@@ -37,6 +37,7 @@ CODES = "codes"  # M × (N+1) unsigned codes, codebook-major
 CODEBOOKS = "codebooks"  # (M·K) × d, fp32 or int8
 CODEBOOK_SCALES = "codebook_scales"  # (M·K) fp32 per-row scales (int8 only)
 ITEM_TABLE = "item_table"  # uncompressed (N+1) × d table (teacher / baseline graphs only)
+REPEAT_WEIGHTS = "repeat_weights"  # max_len fp32 weights by recency (models with a repeat bonus only)
 
 
 class ArtifactError(OdrecError):

@@ -278,6 +278,46 @@ def eval_cmd(
                    f"  NDCG@10 {100 * row['NDCG@10']:6.2f}")
 
 
+@app.command("repeat-bonus")
+@one_line_errors
+def repeat_bonus_cmd(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Trained checkpoint (teacher or student)."),
+    data: Path = DataOpt,
+    out: Path = typer.Option(..., "--out", help="Checkpoint to write: --ckpt with the bonus (may be --ckpt itself)."),
+    metric: str = typer.Option("NDCG@10", help="Validation metric the weights maximise: NDCG@10 or HR@10."),
+    delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
+    item_col: Optional[str] = ItemColOpt, time_col: Optional[str] = TimeColOpt,
+    date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
+):
+    """Fit a repeat bonus (a score added to items already in the session, by how recently they
+    occurred) on the validation split the checkpoint was trained with; the rest of the model is unchanged."""
+    from .checkpoint import save_checkpoint
+    from .data import load_sessions
+    from .distill import checkpoint_for
+    from .errors import UsageError
+    from .models.registry import model_from_checkpoint
+    from .repeat_fit import OBJECTIVES, fit_repeat_bonus, with_repeat_bonus
+
+    if metric not in OBJECTIVES:
+        raise UsageError(f"unknown --metric '{metric}' (known: {', '.join(OBJECTIVES)})")
+    sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
+                                             test_days, valid_fraction))
+    checkpoint = checkpoint_for(ckpt, sessions, "trained model", lambda c: True)
+    trained_on = checkpoint.provenance.get("data_report", {}).get("valid_samples")
+    if trained_on is not None and trained_on != len(sessions.valid_samples):
+        raise UsageError(f"{ckpt} was selected on {trained_on} validation samples, this split has "
+                         f"{len(sessions.valid_samples)}: pass the --valid-fraction it was trained with")
+    if not sessions.valid_samples:
+        raise UsageError(f"{data}: no validation samples to fit on (--valid-fraction is 0)")
+    model = model_from_checkpoint(checkpoint, str(ckpt))
+    report = fit_repeat_bonus(model, sessions.valid_samples, metric=metric)
+    digest = save_checkpoint(with_repeat_bonus(checkpoint, model, report), out)
+    typer.echo(f"validation {metric} {100 * report['before']:.2f} -> {100 * report['after']:.2f} "
+               f"({report['samples']} samples, {100 * report['repeat_share']:.1f}% with the target already in the session)")
+    typer.echo("weights by recency: " + ", ".join(f"{b['recency_from']}+: {b['weight']:.2f}" for b in report["buckets"]))
+    typer.echo(f"wrote {out} (sha256 {digest[:16]}…)")
+
+
 @app.command()
 @one_line_errors
 def verify(

@@ -47,6 +47,7 @@ from .evaluate import evaluate_model
 from .models.codes import CodesItemTable
 from .models.recommender import SessionRecommender
 from .models.registry import build_model, model_from_checkpoint
+from .repeat_fit import without_repeat_bonus
 from .train import (BestEpoch, Progress, SampleBatches, TrainConfig, environment, lr_factor, no_progress,
                     resolve_device, schedule_lr)
 
@@ -339,8 +340,9 @@ def train_student(data: SessionData, teacher: SessionRecommender, teacher_info: 
 
 
 def checkpoint_for(path, data: SessionData, role: str, fits: Callable[[Checkpoint], bool]) -> Checkpoint:
-    """The checkpoint at ``path``, refused unless it is a ``role`` (``fits``) over ``data``'s vocabulary."""
-    ckpt = load_checkpoint(path)
+    """The checkpoint at ``path``, refused unless it is a ``role`` (``fits``) over ``data``'s vocabulary.
+    A repeat bonus is left out: it was fitted to the scores this training is about to change."""
+    ckpt = without_repeat_bonus(load_checkpoint(path))
     if not fits(ckpt):
         raise CheckpointError(f"{path}: not a {role} checkpoint (kind {ckpt.kind!r}, "
                               f"compressor {ckpt.config.get('compressor')!r})")

@@ -9,8 +9,9 @@ The graph, in order:
    M·K codewords); for a plain table, one Gather;
 3. the encoder, exported from PyTorch (dynamo) and simplified on its own;
 4. scoring: for codes, per-codebook score tables T = codebooks · s (B × M × K) and
-   score(v) = Σ_m T[m, code_m(v)] through one GatherElements; for a plain table, s · tableᵀ.
-   TopK over items 1..N.
+   score(v) = Σ_m T[m, code_m(v)] through one GatherElements; for a plain table, s · tableᵀ;
+   a model with a repeat bonus then adds each session slot's weight (by recency) to its item's score
+   (one ScatterElements, reduction add). TopK over items 1..N.
 
 The codes stay uint8/uint16 in the file and in memory: they reach the Cast only after an Expand
 over the runtime batch size, so no constant folding (onnxruntime at load, onnxsim, the .ort
@@ -241,6 +242,18 @@ def _table_lookup_and_head(g: Graph, table: np.ndarray, ids: str, mask: str) -> 
     return g.op("Gemm", [A.ENCODER_PREFIX + "session", A.ITEM_TABLE], "item_scores_all", transB=1)
 
 
+def _repeat_bonus(g: Graph, scores_all: str, ids: str, mask: str, weights: np.ndarray) -> str:
+    """scores_all + each real slot's weight w[recency] added to its item's column (models/repeat.py)."""
+    g.const(A.REPEAT_WEIGHTS, weights.astype(np.float32))
+    length = g.op("Gather", [g.op("Shape", [ids], "clean_shape"), "one_i64"], "clean_len", axis=0)
+    slots = g.op("Range", ["zero_i64", length, "one_i64"], "clean_slots")
+    recency = g.op("Sub", [g.op("Sub", [length, "one_i64"], "last_slot"), slots], "recency")
+    per_slot = g.op("Gather", [A.REPEAT_WEIGHTS, recency], "repeat_per_slot", axis=0)  # L
+    real = g.op("Squeeze", [mask, "axes_last"], "real_slots")  # B × L, 1.0 for items, 0.0 for padding
+    updates = g.op("Mul", [real, per_slot], "repeat_updates")
+    return g.op("ScatterElements", [scores_all, ids, updates], "item_scores_with_repeat", axis=1, reduction="add")
+
+
 def _top_k(g: Graph, scores_all: str, k: int) -> None:
     """Drop column 0 (padding), TopK, shift indices back to 1..N."""
     g.const("col1", np.array([1], np.int64))
@@ -273,14 +286,19 @@ def assemble(frozen: FrozenModel, encoder: onnx.ModelProto, quant: str, top_k: i
         def items(g, ids, mask):
             return head(g, frozen.arrays, frozen.items_config, frozen.num_items, frozen.dim, ids, mask,
                         **head_options)
-    return compose(frozen.num_items, frozen.max_len, items, nodes, list(enc.initializer), top_k)
+    return compose(frozen.num_items, frozen.max_len, items, nodes, list(enc.initializer), top_k,
+                   frozen.repeat_weights)
 
 
-def compose(num_items: int, max_len: int, items, enc_nodes: list, enc_inits: list, top_k: int) -> onnx.ModelProto:
-    """Input cleaning + ``items(g, ids, mask)`` (item vectors and all-item scores) + encoder + top-k."""
+def compose(num_items: int, max_len: int, items, enc_nodes: list, enc_inits: list, top_k: int,
+            repeat_weights: np.ndarray | None = None) -> onnx.ModelProto:
+    """Input cleaning + ``items(g, ids, mask)`` (item vectors and all-item scores) + encoder
+    [+ repeat bonus] + top-k."""
     g = Graph()
     ids, mask = _clean_input(g, num_items, max_len)
     scores = items(g, ids, mask)
+    if repeat_weights is not None:
+        scores = _repeat_bonus(g, scores, ids, mask, repeat_weights)
     # The encoder's nodes sit between the item vectors and the head (nodes must be in topological order).
     head_start = next(i for i, n in enumerate(g.nodes) if A.ENCODER_PREFIX + "session" in n.input)
     g.nodes[head_start:head_start] = enc_nodes
@@ -534,6 +552,7 @@ def _manifest(frozen: FrozenModel, model: onnx.ModelProto, opts: BuildOptions, n
         "inputs": A.INPUTS, "outputs": [dict(o, shape=["batch", k]) for o in A.OUTPUTS],
         "padding_index": 0,
         "compressor": compressor, "quantisation": quant,
+        "repeat_bonus": frozen.repeat_weights is not None,
         "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
         "ir_version": model.ir_version,
         "simplification": notes,

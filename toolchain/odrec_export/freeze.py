@@ -37,6 +37,7 @@ class FrozenModel:
     table: np.ndarray | None = None  # (N+1) × d float32, row 0 = padding (teacher / baseline only)
     arrays: dict[str, np.ndarray] | None = None  # tt / stt / cprec: the stored factors, by initializer name
     items_config: dict | None = None  # the checkpoint's config["items"]
+    repeat_weights: np.ndarray | None = None  # max_len fp32, by recency (models with a repeat bonus)
 
     @property
     def m(self) -> int:
@@ -62,6 +63,8 @@ def freeze(path: str | Path) -> FrozenModel:
                          max_len=cfg.max_len, compressor=compressor, vocab=list(ckpt.vocab),
                          checkpoint_sha256=file_sha256(path), items_config=dict(ckpt.config.get("items") or {}))
     with torch.no_grad():
+        if model.repeat is not None:
+            frozen.repeat_weights = model.repeat.weights.detach().float().numpy().copy()
         if compressor not in ("codes", "none"):
             frozen.arrays = {name: np.ascontiguousarray(a) for name, a in model.items.export_arrays().items()}
         elif compressor == "codes":

@@ -20,7 +20,7 @@ from . import artifact as A
 from .errors import OdrecError, UsageError
 
 PARTS = ("encoder weights", "codebooks", "codes", "scales", "item table (fp32)", "item factors",
-         "graph overhead", "items.txt", "manifest.json")
+         "repeat bonus", "graph overhead", "items.txt", "manifest.json")
 ITEM_PARTS = ("codebooks", "codes", "scales", "item table (fp32)", "item factors")
 FACTOR_PREFIXES = ("tt/", "stt/", "cprec/")  # tensor-train cores, CpRec blocks (heads/)
 
@@ -39,14 +39,15 @@ def part_sizes(folder: Path, model) -> dict[str, int]:
     is not a weight (nodes, names, small constants, protobuf framing)."""
     inits = _initializer_bytes(model)
     named = {"codebooks": A.CODEBOOKS, "codes": A.CODES, "scales": A.CODEBOOK_SCALES,
-             "item table (fp32)": A.ITEM_TABLE}
+             "item table (fp32)": A.ITEM_TABLE, "repeat bonus": A.REPEAT_WEIGHTS}
     parts = {p: 0 for p in PARTS}
     for part, name in named.items():
         parts[part] = inits.get(name, 0)
     parts["encoder weights"] = sum(b for n, b in inits.items() if n.startswith(A.ENCODER_PREFIX))
     parts["item factors"] = sum(b for n, b in inits.items() if n.startswith(FACTOR_PREFIXES))
     model_bytes = (folder / A.MODEL_FILE).stat().st_size
-    parts["graph overhead"] = model_bytes - parts["encoder weights"] - sum(parts[p] for p in ITEM_PARTS)
+    parts["graph overhead"] = (model_bytes - parts["encoder weights"] - parts["repeat bonus"]
+                               - sum(parts[p] for p in ITEM_PARTS))
     parts["items.txt"] = (folder / A.ITEMS_FILE).stat().st_size
     parts["manifest.json"] = (folder / A.MANIFEST_FILE).stat().st_size
     return parts
@@ -227,6 +228,7 @@ def decode_item_table(model) -> np.ndarray:
 def baseline_graph(folder: Path, manifest: dict):
     """The uncompressed baseline: the artifact's encoder + an fp32 (N+1)×d table (Gather + Gemm head)."""
     import onnx
+    from onnx import numpy_helper
 
     from .export import _table_lookup_and_head, compose, encoder_part
 
@@ -237,11 +239,13 @@ def baseline_graph(folder: Path, manifest: dict):
     model = onnx.load(str(folder / A.MODEL_FILE), load_external_data=False)
     nodes, inits = encoder_part(model)
     table = decode_item_table(model)
+    repeat = next((numpy_helper.to_array(i) for i in model.graph.initializer if i.name == A.REPEAT_WEIGHTS), None)
 
     def items(g, ids, mask):
         return _table_lookup_and_head(g, table, ids, mask)
 
-    return compose(manifest["num_items"], manifest["max_session_length"], items, nodes, inits, manifest["top_k"])
+    return compose(manifest["num_items"], manifest["max_session_length"], items, nodes, inits, manifest["top_k"],
+                   repeat)
 
 
 def bench(folder: str | Path, *, runs: int = 300, warmup: int = 30, threads=(1, 2), seq_lens=(10, 50),

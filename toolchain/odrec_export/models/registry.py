@@ -1,7 +1,8 @@
 """Build a recommender from a plain config dict, and from a checkpoint.
 
-A model config is ``{"encoder": {...EncoderConfig...}, "compressor": NAME, "items": {...}}``;
-each compressor registers a constructor ``(num_items, dim, **items_config) -> ItemTable``.
+A model config is ``{"encoder": {...EncoderConfig...}, "compressor": NAME, "items": {...}}``, plus
+``"repeat_bonus": true`` for a model with a fitted repeat bonus (models/repeat.py); each compressor
+registers a constructor ``(num_items, dim, **items_config) -> ItemTable``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .cprec import BlockItemTable
 from .encoder import EncoderConfig, SessionEncoder
 from .item_tables import FullItemTable, ItemTable
 from .recommender import SessionRecommender
+from .repeat import RepeatBonus
 from .tensor_train import STTItemTable, TTItemTable
 
 ITEM_TABLES: dict[str, Callable[..., ItemTable]] = {"none": FullItemTable, "codes": CodesItemTable,
@@ -34,7 +36,7 @@ def build_model(config: dict) -> SessionRecommender:
         items = ITEM_TABLES[name](enc.num_items, enc.dim, **config.get("items", {}))
     except ValueError as e:  # settings the table cannot take (a rank that is no multiple of t, ...)
         raise UsageError(f"compressor {name}: {e}") from None
-    return SessionRecommender(items, SessionEncoder(enc))
+    return SessionRecommender(items, SessionEncoder(enc), RepeatBonus(enc.max_len) if config.get("repeat_bonus") else None)
 
 
 def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint") -> SessionRecommender:
