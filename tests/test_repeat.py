@@ -133,7 +133,8 @@ def test_cli_fits_and_eval_uses_the_bonus(tiny_checkpoints, tmp_path):
     assert "validation NDCG@10" in r.stdout and "wrote" in r.stdout
     e = cli("eval", "--ckpt", str(out), "--data", str(DIGINETICA), "--json")
     assert e.returncode == 0, e.stderr
-    assert 0 <= json.loads(e.stdout)["HR@10"] <= 1
+    result = json.loads(e.stdout)
+    assert 0 <= result["HR@10"] <= 1 and result["repeat_bonus"] is True
 
 
 def test_cli_refuses_another_validation_split_and_unknown_metrics(tiny_checkpoints, tmp_path):

@@ -263,6 +263,7 @@ def eval_cmd(
     ranks = sample_ranks(model, samples, max_len=max_len, device=device)
     metrics = metrics_from_ranks(ranks)
     metrics["skipped_unknown_items"] = skipped
+    metrics["repeat_bonus"] = model.repeat is not None
     if by_group:  # training clicks indexed like the checkpoint's vocabulary (the remapped samples use it)
         clicks = sessions.item_counts()
         clicks = np.array([0] + [clicks[sessions.vocab.index(raw)] for raw in checkpoint.vocab])
@@ -271,6 +272,8 @@ def eval_cmd(
         typer.echo(json.dumps(metrics, sort_keys=True))
         return
     typer.echo(format_table(metrics))
+    if model.repeat is not None:
+        typer.echo("scores include the checkpoint's repeat bonus")
     if skipped:
         typer.echo(f"skipped {skipped} samples with items unknown to the checkpoint")
     for row in metrics.get("breakdown", []):
