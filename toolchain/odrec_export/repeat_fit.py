@@ -65,7 +65,7 @@ def session_slots(model: SessionRecommender, samples: Sequence[Sample], depth: i
             others = scores.scatter(1, ids, float("-inf"))  # column 0 is -inf already
             target_base = scores.gather(1, targets)
             hit = (ids == targets) & real
-            parts.append((real, owner, scores.gather(1, ids), others.topk(depth, dim=1).values,
+            parts.append((real, owner, scores.gather(1, ids), others.topk(min(depth, others.shape[1]), dim=1).values,
                           torch.where(hit, owner, -1).max(1).values, target_base.squeeze(1),
                           (others > target_base).sum(1), scores[:, 1:].std(dim=1)))
     finally:
@@ -82,7 +82,8 @@ def bucket_weights(values: Sequence[float], max_len: int) -> torch.Tensor:
 
 
 def ranks_with_bonus(weights: torch.Tensor, slots: SessionSlots) -> torch.Tensor:
-    """Each sample's 0-based target rank (capped at the kept depth) with per-recency bonus ``weights``."""
+    """Each sample's 0-based target rank with per-recency bonus ``weights``: exact below the kept depth
+    (ties aside), at least the depth beyond it."""
     length = slots.real.shape[1]
     per_slot = weights[(length - 1) - torch.arange(length)].unsqueeze(0) * slots.real
     bonus = torch.zeros_like(slots.base).scatter_add(1, slots.owner, per_slot)

@@ -36,7 +36,8 @@ def build_model(config: dict) -> SessionRecommender:
         items = ITEM_TABLES[name](enc.num_items, enc.dim, **config.get("items", {}))
     except ValueError as e:  # settings the table cannot take (a rank that is no multiple of t, ...)
         raise UsageError(f"compressor {name}: {e}") from None
-    return SessionRecommender(items, SessionEncoder(enc), RepeatBonus(enc.max_len) if config.get("repeat_bonus") else None)
+    repeat = RepeatBonus(enc.max_len) if config.get("repeat_bonus") else None
+    return SessionRecommender(items, SessionEncoder(enc), repeat)
 
 
 def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint") -> SessionRecommender:

@@ -22,7 +22,7 @@ class RepeatBonus(nn.Module):
         self.weights = nn.Parameter(torch.zeros(max_len))
 
     def forward(self, ids: torch.Tensor, num_columns: int) -> torch.Tensor:
-        """Left-padded ids B × L (L ≤ max_len) → bonus B × num_columns (column 0, padding, collects junk)."""
+        """Left-padded ids B × L (L ≤ max_len) → bonus B × num_columns (padding adds nothing)."""
         t = ids.shape[1]
         recency = (t - 1) - torch.arange(t, device=ids.device)
         per_slot = self.weights[recency].unsqueeze(0) * (ids != 0)
