@@ -52,6 +52,19 @@ def student_from_teacher(teacher, m: int = 4, k: int = 16):
     return Checkpoint("student", config, list(teacher.vocab), state, prov)
 
 
+def fit_bonus_checkpoint(source: Path, samples, out: Path):
+    """``source`` with a repeat bonus fitted on ``samples``, saved to ``out``: (model, fit report)."""
+    from odrec_export.checkpoint import load_checkpoint, save_checkpoint
+    from odrec_export.models.registry import model_from_checkpoint
+    from odrec_export.repeat_fit import fit_repeat_bonus, with_repeat_bonus
+
+    ckpt = load_checkpoint(source)
+    model = model_from_checkpoint(ckpt)
+    report = fit_repeat_bonus(model, samples)
+    save_checkpoint(with_repeat_bonus(ckpt, model, report), out)
+    return model, report
+
+
 @pytest.fixture(scope="session")
 def diginetica():
     if not DIGINETICA.is_file():

@@ -89,16 +89,11 @@ def test_jvm_matches_python_onnxruntime_on_built_artifact(tmp_path, tiny_checkpo
     """The real thing: `odrec-export build` of a small codes student (Diginetica sample, int8
     codebooks, a fitted repeat bonus, evaluated) must load in onnxruntime Java 1.17 and agree with
     Python onnxruntime."""
-    from conftest import DIGINETICA
-    from odrec_export.checkpoint import load_checkpoint, save_checkpoint
+    from conftest import DIGINETICA, fit_bonus_checkpoint
     from odrec_export.export import BuildOptions, build
-    from odrec_export.models.registry import model_from_checkpoint
-    from odrec_export.repeat_fit import fit_repeat_bonus, with_repeat_bonus
 
-    plain = load_checkpoint(tiny_checkpoints[1])
-    model = model_from_checkpoint(plain)
     student = tmp_path / "student_repeat.pt"
-    save_checkpoint(with_repeat_bonus(plain, model, fit_repeat_bonus(model, diginetica.valid_samples)), student)
+    fit_bonus_checkpoint(tiny_checkpoints[1], diginetica.valid_samples, student)
     art = tmp_path / "artifact"
     build(student, art, BuildOptions(quant="int8", top_k=10), eval_data=DIGINETICA)
     rc, out, (passed, failed) = run_jvm_test(art)

@@ -10,18 +10,17 @@ import pytest
 import torch
 
 from odrec_export import artifact as A
-from odrec_export.checkpoint import load_checkpoint, save_checkpoint
+from odrec_export.checkpoint import load_checkpoint
 from odrec_export.data import pad_batch
 from odrec_export.distill import checkpoint_for
 from odrec_export.evaluate import sample_ranks
 from odrec_export.export import BuildOptions, build
 from odrec_export.models.registry import model_from_checkpoint
 from odrec_export.models.repeat import RepeatBonus
-from odrec_export.repeat_fit import (bucket_weights, fit_repeat_bonus, ranks_with_bonus, session_slots,
-                                     with_repeat_bonus)
+from odrec_export.repeat_fit import bucket_weights, ranks_with_bonus, session_slots
 from odrec_export.report import size_report
 
-from conftest import DIGINETICA, assert_one_line_error, cli
+from conftest import DIGINETICA, assert_one_line_error, cli, fit_bonus_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +31,8 @@ def student(tiny_checkpoints):
 @pytest.fixture(scope="module")
 def with_bonus(tiny_checkpoints, diginetica, tmp_path_factory):
     """The tiny student with a fitted bonus: (checkpoint path, model, fit report)."""
-    ckpt = load_checkpoint(tiny_checkpoints[1])
-    model = model_from_checkpoint(ckpt)
-    report = fit_repeat_bonus(model, diginetica.valid_samples)
     path = tmp_path_factory.mktemp("repeat") / "student_repeat.pt"
-    save_checkpoint(with_repeat_bonus(ckpt, model, report), path)
+    model, report = fit_bonus_checkpoint(tiny_checkpoints[1], diginetica.valid_samples, path)
     return path, model, report
 
 

@@ -23,8 +23,9 @@ import torch
 
 from .checkpoint import Checkpoint
 from .data import Sample, pad_batch
+from .metrics import metrics_from_ranks
 from .models.recommender import SessionRecommender
-from .models.repeat import RepeatBonus
+from .models.repeat import CONFIG_KEY as REPEAT_KEY, RepeatBonus, slot_weights
 
 RECENCY_BUCKETS = (0, 1, 2, 3, 4, 6, 10, 20)  # first recency of each bucket; the last runs to max_len - 1
 GRID = tuple(np.round(np.arange(-2.0, 10.01, 0.125), 3))  # × the mean per-sample std of the scores
@@ -85,7 +86,7 @@ def ranks_with_bonus(weights: torch.Tensor, slots: SessionSlots) -> torch.Tensor
     """Each sample's 0-based target rank with per-recency bonus ``weights``: exact below the kept depth
     (ties aside), at least the depth beyond it."""
     length = slots.real.shape[1]
-    per_slot = weights[(length - 1) - torch.arange(length)].unsqueeze(0) * slots.real
+    per_slot = slot_weights(weights, slots.real)
     bonus = torch.zeros_like(slots.base).scatter_add(1, slots.owner, per_slot)
     is_owner = slots.real & (slots.owner == torch.arange(length))
     session = (slots.base + bonus).masked_fill(~is_owner, float("-inf"))
@@ -95,13 +96,6 @@ def ranks_with_bonus(weights: torch.Tensor, slots: SessionSlots) -> torch.Tensor
     above_in_session = (session > target.unsqueeze(1)).sum(1)
     above_others = torch.where(repeat, (slots.others_top > target.unsqueeze(1)).sum(1), slots.target_rank_others)
     return above_in_session + above_others
-
-
-def objective(ranks: torch.Tensor, name: str) -> float:
-    hit = ranks < 10
-    if name == "HR@10":
-        return float(hit.float().mean())
-    return float(torch.where(hit, 1.0 / torch.log2(ranks.float() + 2), torch.zeros(())).mean())
 
 
 def fit_repeat_bonus(model: SessionRecommender, samples: Sequence[Sample], *, metric: str = "NDCG@10",
@@ -119,7 +113,7 @@ def fit_repeat_bonus(model: SessionRecommender, samples: Sequence[Sample], *, me
     values = [0.0] * n_buckets
 
     def score(candidate) -> float:
-        return objective(ranks_with_bonus(bucket_weights(candidate, max_len), slots), metric)
+        return metrics_from_ranks(ranks_with_bonus(bucket_weights(candidate, max_len), slots).numpy(), [10])[metric]
 
     unit = float(slots.spread.mean())
     before = best = score(values)
@@ -140,11 +134,9 @@ def fit_repeat_bonus(model: SessionRecommender, samples: Sequence[Sample], *, me
             "buckets": [{"recency_from": s, "weight": v} for s, v in zip(RECENCY_BUCKETS, values)]}
 
 
-REPEAT_KEY = "repeat_bonus"  # in a checkpoint's config (true) and provenance (the fit report)
-
-
 def with_repeat_bonus(ckpt: Checkpoint, model: SessionRecommender, report: dict) -> Checkpoint:
-    """``ckpt`` with ``model``'s fitted bonus added (the rest of the model unchanged) and the fit recorded."""
+    """``ckpt`` with ``model``'s fitted bonus added (the rest of the model unchanged) and the fit recorded
+    (under the same key in the provenance as in the config)."""
     state = {k: v for k, v in ckpt.state_dict.items() if not k.startswith("repeat.")}
     state["repeat.weights"] = model.repeat.weights.detach().clone()
     return replace(ckpt, config={**ckpt.config, REPEAT_KEY: True}, state_dict=state,

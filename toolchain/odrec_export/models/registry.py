@@ -16,7 +16,7 @@ from .cprec import BlockItemTable
 from .encoder import EncoderConfig, SessionEncoder
 from .item_tables import FullItemTable, ItemTable
 from .recommender import SessionRecommender
-from .repeat import RepeatBonus
+from .repeat import CONFIG_KEY as REPEAT_KEY, RepeatBonus
 from .tensor_train import STTItemTable, TTItemTable
 
 ITEM_TABLES: dict[str, Callable[..., ItemTable]] = {"none": FullItemTable, "codes": CodesItemTable,
@@ -36,7 +36,7 @@ def build_model(config: dict) -> SessionRecommender:
         items = ITEM_TABLES[name](enc.num_items, enc.dim, **config.get("items", {}))
     except ValueError as e:  # settings the table cannot take (a rank that is no multiple of t, ...)
         raise UsageError(f"compressor {name}: {e}") from None
-    repeat = RepeatBonus(enc.max_len) if config.get("repeat_bonus") else None
+    repeat = RepeatBonus(enc.max_len) if config.get(REPEAT_KEY) else None
     return SessionRecommender(items, SessionEncoder(enc), repeat)
 
 

@@ -16,6 +16,16 @@ import torch
 import torch.nn as nn
 
 
+CONFIG_KEY = "repeat_bonus"  # true in the config of a model that has one (models/registry.py)
+
+
+def slot_weights(weights: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Each slot's weight w[recency] for left-padded slots B × L (``real``: the slot holds an item), 0 for padding."""
+    t = real.shape[1]
+    recency = (t - 1) - torch.arange(t, device=real.device)
+    return weights[recency].unsqueeze(0) * real
+
+
 class RepeatBonus(nn.Module):
     def __init__(self, max_len: int):
         super().__init__()
@@ -23,8 +33,6 @@ class RepeatBonus(nn.Module):
 
     def forward(self, ids: torch.Tensor, num_columns: int) -> torch.Tensor:
         """Left-padded ids B × L (L ≤ max_len) → bonus B × num_columns (padding adds nothing)."""
-        t = ids.shape[1]
-        recency = (t - 1) - torch.arange(t, device=ids.device)
-        per_slot = self.weights[recency].unsqueeze(0) * (ids != 0)
+        per_slot = slot_weights(self.weights, ids != 0)
         return torch.zeros(ids.shape[0], num_columns, device=ids.device, dtype=per_slot.dtype).scatter_add(
             1, ids, per_slot)
