@@ -108,8 +108,9 @@ def train(
                                    "tt: tensor train (TT-Rec); cprec: CpRec blocks + adaptive softmax."),
     teacher: Optional[Path] = typer.Option(None, help="Students: distil from this teacher checkpoint "
                                            "(default: train a teacher first)."),
-    m: int = typer.Option(4, min=1, help="codes: number of codebooks M."),
-    k: int = typer.Option(256, min=2, max=65536, help="codes: codewords per codebook K."),
+    m: int = typer.Option(8, min=1, help="codes: number of codebooks M (8 x 64: about 35x fewer bytes than the "
+                          "fp32 table; see docs/compressors.md for why)."),
+    k: int = typer.Option(64, min=2, max=65536, help="codes: codewords per codebook K."),
     rank: Optional[int] = typer.Option(None, min=1, help="tt/stt: TT-rank R (default: about 30x compression)."),
     blocks: Optional[str] = typer.Option(None, help="cprec: frequency block sizes, e.g. 500,2000 (the last block "
                                          "takes the rest; default: about 30x compression)."),
