@@ -299,6 +299,7 @@ def repeat_bonus_cmd(
     from .data import load_sessions
     from .distill import checkpoint_for
     from .errors import UsageError
+    from .finetune import check_same_split
     from .models.registry import model_from_checkpoint
     from .repeat_fit import OBJECTIVES, fit_repeat_bonus, with_repeat_bonus
 
@@ -307,12 +308,7 @@ def repeat_bonus_cmd(
     sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
                                              test_days, valid_fraction))
     checkpoint = checkpoint_for(ckpt, sessions, "trained model", lambda c: True)
-    trained_on = checkpoint.provenance.get("data_report", {}).get("valid_samples")
-    if trained_on is not None and trained_on != len(sessions.valid_samples):
-        raise UsageError(f"{ckpt} was selected on {trained_on} validation samples, this split has "
-                         f"{len(sessions.valid_samples)}: pass the --valid-fraction it was trained with")
-    if not sessions.valid_samples:
-        raise UsageError(f"{data}: no validation samples to fit on (--valid-fraction is 0)")
+    check_same_split(checkpoint, sessions, ckpt)
     model = model_from_checkpoint(checkpoint, str(ckpt))
     report = fit_repeat_bonus(model, sessions.valid_samples, metric=metric)
     digest = save_checkpoint(with_repeat_bonus(checkpoint, model, report), out)
@@ -320,6 +316,52 @@ def repeat_bonus_cmd(
                f"({report['samples']} samples, {100 * report['repeat_share']:.1f}% with the target already in the session)")
     typer.echo("weights by recency: " + ", ".join(f"{b['recency_from']}+: {b['weight']:.2f}" for b in report["buckets"]))
     typer.echo(f"wrote {out} (sha256 {digest[:16]}…)")
+
+
+@app.command()
+@one_line_errors
+def finetune(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Trained checkpoint (teacher or student) to continue."),
+    data: Path = DataOpt,
+    out: Path = typer.Option(..., "--out", help="Checkpoint file to write (atomically)."),
+    objective: str = typer.Option("new", help="new: only targets new to the session, the session's items left "
+                                  "out of the softmax (a repeat bonus ranks those); all: plain cross-entropy."),
+    epochs: int = typer.Option(1, min=1, help="Maximum epochs (the best validation HR@10 is kept)."),
+    max_batches: Optional[int] = typer.Option(None, "--max-batches", min=1, help="Batches per epoch (a random "
+                                              "subset; default: all)."),
+    lr: float = typer.Option(1e-4, help="Learning rate (a trained model: keep it small)."),
+    lr_schedule: str = typer.Option("cosine", "--lr-schedule", help="constant or cosine."),
+    batch_size: int = typer.Option(128, min=1),
+    patience: int = typer.Option(1, min=1, help="Epochs without validation gain before stopping."),
+    seed: int = typer.Option(0, help="Random seed."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
+    item_col: Optional[str] = ItemColOpt, time_col: Optional[str] = TimeColOpt,
+    date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
+):
+    """Continue a trained model with cross-entropy alone (no teacher needed); a repeat bonus it had is
+    fitted again afterwards on the validation split."""
+    from .checkpoint import save_checkpoint
+    from .data import load_sessions
+    from .errors import UsageError
+    from .finetune import OBJECTIVES, finetune as finetune_model, load_for_finetune
+    from .metrics import format_table
+    from .train import TrainConfig, lr_factor, resolve_device
+
+    if objective not in OBJECTIVES:
+        raise UsageError(f"unknown --objective '{objective}' (use {' or '.join(OBJECTIVES)})")
+    lr_factor(lr_schedule, 0.0)  # an unknown schedule fails before the data loads
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
+                      device=resolve_device(device), max_batches=max_batches, lr_schedule=lr_schedule)
+    sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
+                                             test_days, valid_fraction))
+    checkpoint = load_for_finetune(ckpt, sessions)
+    result = finetune_model(checkpoint, sessions, cfg, objective=objective, source=str(ckpt),
+                            progress=_rich_progress, log=typer.echo, save=lambda c: save_checkpoint(c, out))
+    sha = save_checkpoint(result, out)
+    if "test_metrics" in result.provenance:
+        typer.echo("test metrics (best validation epoch):\n" + format_table(result.provenance["test_metrics"]))
+    typer.echo(f"wrote {out} (sha256 {sha[:16]}…)")
 
 
 @app.command()
