@@ -116,6 +116,9 @@ def finetune(ckpt: Checkpoint, data: SessionData, cfg: TrainConfig, *, objective
         log(f"repeat bonus fitted again: validation {report['metric']} {100 * report['before']:.2f} -> "
             f"{100 * report['after']:.2f} (before fine-tuning: {100 * bonus_report['after']:.2f})")
         result = with_repeat_bonus(result, model, report)
+        valid = evaluate_model(model, data.valid_samples, max_len=max_len, batch_size=cfg.eval_batch_size)
+        result.provenance["finetune"]["valid_metrics_with_bonus"] = valid
+        log(f"with the bonus: valid HR@10 {100 * valid['HR@10']:.2f} NDCG@10 {100 * valid['NDCG@10']:.2f}")
     if data.test_samples:
         result.provenance["test_metrics"] = evaluate_model(model, data.test_samples, max_len=max_len)
     return result
