@@ -74,6 +74,7 @@ def test_cli_finetunes_and_refuses_bad_input(tiny_checkpoints, with_bonus, tmp_p
     for args, code, needles in [
         (["--ckpt", str(tmp_path / "nope.pt")], 1, ["nope.pt"]),
         (["--ckpt", str(with_bonus), "--objective", "repeats"], 2, ["--objective"]),
+        (["--ckpt", str(missing)], 2, ["--out must not be --ckpt"]),
         (["--ckpt", str(tiny_checkpoints[0]), "--valid-fraction", "0.3"], 2, ["validation samples", "--valid-fraction"]),
     ]:
         r = cli("finetune", *args, "--data", str(DIGINETICA), "--out", str(missing), "--max-batches", "2")

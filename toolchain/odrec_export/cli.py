@@ -350,6 +350,8 @@ def finetune(
 
     if objective not in OBJECTIVES:
         raise UsageError(f"unknown --objective '{objective}' (use {' or '.join(OBJECTIVES)})")
+    if out.resolve() == ckpt.resolve():  # the run saves as it goes: a stopped run would lose the original
+        raise UsageError("--out must not be --ckpt: write the fine-tuned model to a new file")
     lr_factor(lr_schedule, 0.0)  # an unknown schedule fails before the data loads
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                       device=resolve_device(device), max_batches=max_batches, lr_schedule=lr_schedule)

@@ -32,8 +32,8 @@ from .errors import CheckpointError, UsageError
 from .evaluate import evaluate_model
 from .models.recommender import SessionRecommender
 from .models.registry import model_from_checkpoint
-from .repeat_fit import fit_repeat_bonus, with_repeat_bonus, without_repeat_bonus
 from .models.repeat import CONFIG_KEY as REPEAT_KEY
+from .repeat_fit import fit_repeat_bonus, with_repeat_bonus, without_repeat_bonus
 from .train import Progress, TrainConfig, cross_entropy_loss, environment, fit, no_progress
 
 
