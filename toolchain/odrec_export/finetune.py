@@ -90,7 +90,7 @@ def finetune(ckpt: Checkpoint, data: SessionData, cfg: TrainConfig, *, objective
     started_from = {"checkpoint": source, "checkpoint_sha256": file_sha256(source) if source else None,
                     "valid_metrics_without_bonus": start_valid, "test_metrics": ckpt.provenance.get("test_metrics")}
 
-    def checkpoint(history: dict, complete: bool, with_bonus: Checkpoint | None = None) -> Checkpoint:
+    def checkpoint(history: dict, complete: bool) -> Checkpoint:
         state = model.state_dict()
         if base.kind == "student" and base.config.get("compressor", "none") != "none":
             check_no_full_table(state, model.num_items)
