@@ -297,9 +297,8 @@ def repeat_bonus_cmd(
     occurred) on the validation split the checkpoint was trained with; the rest of the model is unchanged."""
     from .checkpoint import save_checkpoint
     from .data import load_sessions
-    from .distill import checkpoint_for
+    from .distill import check_same_split, checkpoint_for
     from .errors import UsageError
-    from .finetune import check_same_split
     from .models.registry import model_from_checkpoint
     from .repeat_fit import OBJECTIVES, fit_repeat_bonus, with_repeat_bonus
 

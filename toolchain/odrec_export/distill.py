@@ -346,10 +346,26 @@ def checkpoint_for(path, data: SessionData, role: str, fits: Callable[[Checkpoin
     if not fits(ckpt):
         raise CheckpointError(f"{path}: not a {role} checkpoint (kind {ckpt.kind!r}, "
                               f"compressor {ckpt.config.get('compressor')!r})")
+    check_vocabulary(ckpt, data, path, role)
+    return ckpt
+
+
+def check_vocabulary(ckpt: Checkpoint, data: SessionData, path, role: str) -> None:
+    """Refuse a checkpoint whose items are not ``data``'s."""
     if Vocabulary(ckpt.vocab) != data.vocab:
         raise CheckpointError(f"{path}: the {role}'s vocabulary ({len(ckpt.vocab)} items) is not the one "
                               f"of {data.source} ({data.num_items} items)")
-    return ckpt
+
+
+def check_same_split(ckpt: Checkpoint, data: SessionData, path) -> None:
+    """Refuse a validation split other than the one the checkpoint was selected on (it would then be
+    fitted or selected on samples it trained on)."""
+    trained_on = ckpt.provenance.get("data_report", {}).get("valid_samples")
+    if trained_on is not None and trained_on != len(data.valid_samples):
+        raise UsageError(f"{path} was selected on {trained_on} validation samples, this split has "
+                         f"{len(data.valid_samples)}: pass the --valid-fraction it was trained with")
+    if not data.valid_samples:
+        raise UsageError(f"{data.source}: no validation samples (--valid-fraction is 0)")
 
 
 def load_teacher(path, data: SessionData) -> tuple[SessionRecommender, dict]:

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import Checkpoint, file_sha256, load_checkpoint
-from .data import SessionData, Vocabulary
-from .distill import check_no_full_table
-from .errors import CheckpointError, UsageError
+from .data import SessionData
+from .distill import check_no_full_table, check_same_split, check_vocabulary
+from .errors import UsageError
 from .evaluate import evaluate_model
 from .models.recommender import SessionRecommender
 from .models.registry import model_from_checkpoint
@@ -49,23 +49,11 @@ def new_target_loss(model: SessionRecommender, ids: torch.Tensor, targets: torch
 OBJECTIVES = {"all": cross_entropy_loss, "new": new_target_loss}
 
 
-def check_same_split(ckpt: Checkpoint, data: SessionData, path) -> None:
-    """Refuse a validation split other than the one the checkpoint was selected on."""
-    trained_on = ckpt.provenance.get("data_report", {}).get("valid_samples")
-    if trained_on is not None and trained_on != len(data.valid_samples):
-        raise UsageError(f"{path} was selected on {trained_on} validation samples, this split has "
-                         f"{len(data.valid_samples)}: pass the --valid-fraction it was trained with")
-    if not data.valid_samples:
-        raise UsageError(f"{data.source}: no validation samples (--valid-fraction is 0)")
-
-
 def load_for_finetune(path, data: SessionData) -> Checkpoint:
-    """The checkpoint at ``path``, refused unless its vocabulary and validation split are ``data``'s
-    (on another split it would be selected on samples it trained on)."""
+    """The checkpoint at ``path`` (repeat bonus included), refused unless its vocabulary and validation
+    split are ``data``'s."""
     ckpt = load_checkpoint(path)
-    if Vocabulary(ckpt.vocab) != data.vocab:
-        raise CheckpointError(f"{path}: its vocabulary ({len(ckpt.vocab)} items) is not the one of "
-                              f"{data.source} ({data.num_items} items)")
+    check_vocabulary(ckpt, data, path, "trained model")
     check_same_split(ckpt, data, path)
     return ckpt
 
