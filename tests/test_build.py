@@ -36,7 +36,8 @@ def test_files_manifest_and_items(built, tiny_checkpoints):
     assert A.read_items(folder) == [str(v) for v in ckpt.vocab]  # line i = raw id of index i
     assert m["num_items"] == len(ckpt.vocab) and m["top_k"] == 20
     assert m["max_session_length"] == ckpt.config["encoder"]["max_len"]
-    assert m["compressor"] == {"name": "codes", "M": 4, "K": 16, "d": 32, "code_dtype": "uint8"}
+    # K² = 256: two 4-bit codes share one uint8 index, one table lookup for each pair of codebooks
+    assert m["compressor"] == {"name": "codes", "M": 4, "K": 16, "d": 32, "code_dtype": "uint8", "codebooks_per_index": 2}
     assert m["quantisation"]["scheme"] == "int8"
     assert 18 <= m["opset"] <= 20 and m["ir_version"] <= 9
     assert m["source_checkpoint_sha256"] == A.file_sha256(tiny_checkpoints[1])

@@ -24,7 +24,7 @@ def test_size_report_accounts_for_every_byte(built):
     parts = rep["parts"]
     assert parts["codebooks"] == c["M"] * c["K"] * c["d"]  # int8: one byte per value
     assert parts["scales"] == c["M"] * c["K"] * 4
-    assert parts["codes"] == c["M"] * (n + 1)  # uint8 codes
+    assert parts["codes"] == c["M"] // c["codebooks_per_index"] * n  # one uint8 index per item and pair of codebooks
     assert parts["item table (fp32)"] == 0 and parts["encoder weights"] > 0 and parts["graph overhead"] > 0
     on_disk = sum((built["int8"] / f).stat().st_size for f in ("model.onnx", "items.txt", "manifest.json"))
     assert rep["total_bytes"] == sum(parts.values()) == on_disk
@@ -50,7 +50,7 @@ def test_size_report_text_and_baseline_checkpoint(built, tiny_checkpoints):
 def test_teacher_artifact_reports_its_table(built):
     rep = json.loads(cli("size-report", str(built["teacher"]), "--json").stdout)
     m = A.read_manifest(built["teacher"])
-    assert rep["parts"]["item table (fp32)"] == (m["num_items"] + 1) * m["compressor"]["d"] * 4
+    assert rep["parts"]["item table (fp32)"] == m["num_items"] * m["compressor"]["d"] * 4  # items 1..N
     assert rep["parts"]["codes"] == rep["parts"]["codebooks"] == 0
 
 
@@ -58,7 +58,7 @@ def test_baseline_graph_is_the_same_model_with_a_full_table(built):
     folder = built["int8"]
     m = A.read_manifest(folder)
     base = baseline_graph(folder, m)
-    table = decode_item_table(onnx.load(str(folder / A.MODEL_FILE)))
+    table = decode_item_table(onnx.load(str(folder / A.MODEL_FILE)), m)
     assert table.shape == (m["num_items"] + 1, m["compressor"]["d"])
     assert {i.name for i in base.graph.initializer} >= {A.ITEM_TABLE}
     assert A.CODES not in {i.name for i in base.graph.initializer}

@@ -20,6 +20,7 @@ from onnx import numpy_helper
 from conftest import REPO, cli
 from odrec_export import artifact as A
 from odrec_export.arm_runtime import default_cache_dir
+from odrec_export.heads.codes import ungroup_codes
 from odrec_export.verify import FAIL, NOT_CHECKED, PASS, Agreement, Case, VerifyInputError, compare, verify
 
 FEW = 32  # sessions per verify run: enough rows to exercise every path, cheap on 2 cores
@@ -182,7 +183,9 @@ def test_one_changed_weight_fails(damaged, built):
     codes = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == A.CODES))
     scales = next(t for t in model.graph.initializer if t.name == A.CODEBOOK_SCALES)
     values = numpy_helper.to_array(scales).copy()
-    busiest = int(np.bincount(codes[0, 1:]).argmax())  # the codeword of codebook 0 most items share
+    manifest = A.read_manifest(damaged)
+    codes = ungroup_codes(codes, manifest["compressor"]["M"], manifest["compressor"]["K"])
+    busiest = int(np.bincount(codes[0]).argmax())  # the codeword of codebook 0 most items share
     values[busiest] *= 4.0  # one number in the file
     scales.CopyFrom(numpy_helper.from_array(values, A.CODEBOOK_SCALES))
     onnx.save(model, str(damaged / A.MODEL_FILE))

@@ -33,10 +33,10 @@ MIN_OPSET, MAX_OPSET, MAX_IR_VERSION = 18, 20, 9
 
 # Initializer names in model.onnx, which size-report uses to say where the bytes go.
 ENCODER_PREFIX = "enc/"
-CODES = "codes"  # M × (N+1) unsigned codes, codebook-major
+CODES = "codes"  # G × N unsigned group indices (items 1..N), see heads/codes.py
 CODEBOOKS = "codebooks"  # (M·K) × d, fp32 or int8
 CODEBOOK_SCALES = "codebook_scales"  # (M·K) fp32 per-row scales (int8 only)
-ITEM_TABLE = "item_table"  # uncompressed (N+1) × d table (teacher / baseline graphs only)
+ITEM_TABLE = "item_table"  # uncompressed N × d table (items 1..N) (teacher / baseline graphs only)
 REPEAT_WEIGHTS = "repeat_weights"  # max_len fp32 weights by recency (models with a repeat bonus only)
 
 

@@ -41,6 +41,9 @@ from .errors import OdrecError, UsageError
 from .freeze import FrozenModel
 from .graph import Graph
 from .heads import HEADS
+from .heads.codes import codes_head, layout as codes_layout
+from .heads.tail import ScoringTail
+from .quantise import quantise_rows
 
 OPSET = 18
 INT64_MAX = np.iinfo(np.int64).max
@@ -185,83 +188,45 @@ def _clean_input(g: Graph, num_items: int, max_len: int) -> tuple[str, str]:
     return ids, mask
 
 
-def quantise_rows(books: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 with one scale per codeword (row)."""
-    amax = np.abs(books).max(axis=1)
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(books / scale[:, None]), -127, 127).astype(np.int8)
-    return q, scale
+def table_head(table: np.ndarray):
+    """A plain fp32 table (teacher, or bench's baseline): ``Gather`` for the session's items, ``Gemm`` for
+    the scores. ``table`` is (N+1) × d with row 0 = padding; the graph stores rows 1..N."""
+    def head(g: Graph, ids: str, ids_m1: str, mask: str, tail: ScoringTail) -> None:
+        g.const(A.ITEM_TABLE, np.ascontiguousarray(table[1:], dtype=np.float32))
+        vecs = g.op("Gather", [A.ITEM_TABLE, ids_m1], "item_vectors_raw", axis=0)
+        g.op("Mul", [vecs, mask], A.ENCODER_PREFIX + "item_vectors")
+        scores = g.op("Gemm", [A.ENCODER_PREFIX + "session", A.ITEM_TABLE], "item_scores", transB=1)
+        tail.batch(g, scores, A.OUTPUT_SCORES, A.OUTPUT_IDS)
+    return head
 
 
-def _codebooks(g: Graph, frozen: FrozenModel, quant: str) -> str:
-    flat = frozen.codebooks.reshape(frozen.m * frozen.k, frozen.dim).astype(np.float32)
-    if quant == "fp32":
-        return g.const(A.CODEBOOKS, flat)
-    q, scale = quantise_rows(flat)
-    g.const(A.CODEBOOKS, q)
-    g.const(A.CODEBOOK_SCALES, scale)
-    return g.op("DequantizeLinear", [A.CODEBOOKS, A.CODEBOOK_SCALES], "codebooks_f", axis=0)
+def _factor_head(head_fn, frozen: FrozenModel, head_options: dict):
+    """A head of ``heads/`` that scores all N+1 columns (tt, stt, cprec): column 0 is sliced off."""
+    def head(g: Graph, ids: str, ids_m1: str, mask: str, tail: ScoringTail) -> None:
+        scores_all = head_fn(g, frozen.arrays, frozen.items_config, frozen.num_items, frozen.dim, ids, mask,
+                             **head_options)
+        g.const("col1", np.array([1], np.int64))
+        g.const("end_max", np.array([INT64_MAX], np.int64))
+        scores = g.op("Slice", [scores_all, "col1", "end_max", "axis1"], "item_scores")
+        tail.batch(g, scores, A.OUTPUT_SCORES, A.OUTPUT_IDS)
+    return head
 
 
-def _codes_lookup_and_head(g: Graph, frozen: FrozenModel, ids: str, mask: str, quant: str) -> str:
-    m, k = frozen.m, frozen.k
-    books = _codebooks(g, frozen, quant)  # (M·K) × d
-    g.const(A.CODES, frozen.codes)  # M × (N+1), uint8/uint16
-    # Input side: vectors of the session's items.
-    item_codes = g.op("Gather", [A.CODES, ids], "item_codes", axis=1)  # M × B × L
-    g.const("codebook_offsets", (np.arange(m, dtype=np.int64) * k).reshape(m, 1, 1))
-    rows = g.op("Add", [g.op("Cast", [item_codes], "item_codes_i64", to=TensorProto.INT64), "codebook_offsets"],
-                "codeword_rows")
-    words = g.op("Gather", [books, rows], "codewords", axis=0)  # M × B × L × d
-    summed = g.op("ReduceSum", [words, "axes0"], "item_vectors_sum", keepdims=0)
-    g.op("Mul", [summed, mask], A.ENCODER_PREFIX + "item_vectors")
-    # Output side: per-codebook score tables and one GatherElements over all items.
-    session = A.ENCODER_PREFIX + "session"
-    tables = g.op("Gemm", [session, books], "score_tables_flat", transB=1)  # B × (M·K)
-    g.const("tables_shape", np.array([0, m, k], np.int64))
-    tables = g.op("Reshape", [tables, "tables_shape"], "score_tables")  # B × M × K
-    batch = g.op("Slice", ["in_shape", g.const("start0", np.array([0], np.int64)), "axes0_end1", "axes0"],
-                 "batch_1d")
-    g.const("axes0_end1", np.array([1], np.int64))
-    g.const("mn_shape", np.array([m, frozen.num_items + 1], np.int64))
-    expand_to = g.op("Concat", [batch, "mn_shape"], "codes_expand_shape", axis=0)
-    # Expanding over the runtime batch before the Cast keeps the codes compact in the file and in memory.
-    all_codes = g.op("Expand", [g.op("Unsqueeze", [A.CODES, "axes0"], "codes_1"), expand_to], "codes_b")
-    idx = g.op("Cast", [all_codes], "codes_b_i32", to=TensorProto.INT32)
-    parts = g.op("GatherElements", [tables, idx], "item_score_parts", axis=2)  # B × M × (N+1)
-    # Split + Sum of M contiguous rows: onnxruntime's ReduceSum over the middle axis is ~2.5x slower.
-    rows = g.op("Split", [parts], [f"item_score_part{m}" for m in range(m)], axis=1, num_outputs=m)
-    total = g.op("Sum", rows, "item_scores_summed")  # B × 1 × (N+1)
-    return g.op("Squeeze", [total, g.const("axes1", np.array([1], np.int64))], "item_scores_all")
+def _codes_head(frozen: FrozenModel, quant: str):
+    def head(g: Graph, ids: str, ids_m1: str, mask: str, tail: ScoringTail) -> None:
+        codes_head(g, frozen.codes, frozen.codebooks, quant, ids_m1, mask, tail)
+    return head
 
 
-def _table_lookup_and_head(g: Graph, table: np.ndarray, ids: str, mask: str) -> str:
-    g.const(A.ITEM_TABLE, table.astype(np.float32))
-    vecs = g.op("Gather", [A.ITEM_TABLE, ids], "item_vectors_raw", axis=0)
-    g.op("Mul", [vecs, mask], A.ENCODER_PREFIX + "item_vectors")
-    return g.op("Gemm", [A.ENCODER_PREFIX + "session", A.ITEM_TABLE], "item_scores_all", transB=1)
-
-
-def _repeat_bonus(g: Graph, scores_all: str, ids: str, mask: str, weights: np.ndarray) -> str:
-    """scores_all + each real slot's weight w[recency] added to its item's column (models/repeat.py)."""
+def _repeat_updates(g: Graph, ids: str, mask: str, weights: np.ndarray) -> str:
+    """B × L: each real slot's weight w[recency] (models/repeat.py), 0 at padding."""
     g.const(A.REPEAT_WEIGHTS, weights.astype(np.float32))
     length = g.op("Gather", [g.op("Shape", [ids], "clean_shape"), "one_i64"], "clean_len", axis=0)
     slots = g.op("Range", ["zero_i64", length, "one_i64"], "clean_slots")
     recency = g.op("Sub", [g.op("Sub", [length, "one_i64"], "last_slot"), slots], "recency")
     per_slot = g.op("Gather", [A.REPEAT_WEIGHTS, recency], "repeat_per_slot", axis=0)  # L
     real = g.op("Squeeze", [mask, "axes_last"], "real_slots")  # B × L, 1.0 for items, 0.0 for padding
-    updates = g.op("Mul", [real, per_slot], "repeat_updates")
-    return g.op("ScatterElements", [scores_all, ids, updates], "item_scores_with_repeat", axis=1, reduction="add")
-
-
-def _top_k(g: Graph, scores_all: str, k: int) -> None:
-    """Drop column 0 (padding), TopK, shift indices back to 1..N."""
-    g.const("col1", np.array([1], np.int64))
-    g.const("end_max", np.array([INT64_MAX], np.int64))
-    scores = g.op("Slice", [scores_all, "col1", "end_max", "axis1"], "item_scores")
-    g.const("top_k", np.array([k], np.int64))
-    g.op("TopK", [scores, "top_k"], [A.OUTPUT_SCORES, "top_pos"], axis=1, largest=1, sorted=1)
-    g.op("Add", ["top_pos", "one_i64"], A.OUTPUT_IDS)
+    return g.op("Mul", [real, per_slot], "repeat_updates")
 
 
 def assemble(frozen: FrozenModel, encoder: onnx.ModelProto, quant: str, top_k: int,
@@ -269,41 +234,34 @@ def assemble(frozen: FrozenModel, encoder: onnx.ModelProto, quant: str, top_k: i
     """One model: cleaned input → item vectors → encoder → scores → top-k.
 
     ``head_options`` go to a factorised table's head (cprec: ``expand_top``)."""
-    head_options = head_options or {}
     enc = encoder.graph
     nodes = list(enc.node)
     if enc.output[0].name != A.ENCODER_PREFIX + "session":
         nodes.append(helper.make_node("Identity", [enc.output[0].name], [A.ENCODER_PREFIX + "session"]))
     if frozen.compressor == "codes":
-        def items(g, ids, mask):
-            return _codes_lookup_and_head(g, frozen, ids, mask, quant)
+        head = _codes_head(frozen, quant)
     elif frozen.compressor == "none":
-        def items(g, ids, mask):
-            return _table_lookup_and_head(g, frozen.table, ids, mask)
+        head = table_head(frozen.table)
     else:
-        head = HEADS[frozen.compressor]
-
-        def items(g, ids, mask):
-            return head(g, frozen.arrays, frozen.items_config, frozen.num_items, frozen.dim, ids, mask,
-                        **head_options)
-    return compose(frozen.num_items, frozen.max_len, items, nodes, list(enc.initializer), top_k,
+        head = _factor_head(HEADS[frozen.compressor], frozen, head_options or {})
+    return compose(frozen.num_items, frozen.max_len, head, nodes, list(enc.initializer), top_k,
                    frozen.repeat_weights)
 
 
-def compose(num_items: int, max_len: int, items, enc_nodes: list, enc_inits: list, top_k: int,
+def compose(num_items: int, max_len: int, head, enc_nodes: list, enc_inits: list, top_k: int,
             repeat_weights: np.ndarray | None = None) -> onnx.ModelProto:
-    """Input cleaning + ``items(g, ids, mask)`` (item vectors and all-item scores) + encoder
-    [+ repeat bonus] + top-k."""
+    """Input cleaning + ``head(g, ids, ids_m1, mask, tail)`` (item vectors, scores of items 1..N and,
+    through the tail, the repeat bonus and top-k) + the encoder between them."""
     g = Graph()
     ids, mask = _clean_input(g, num_items, max_len)
-    scores = items(g, ids, mask)
-    if repeat_weights is not None:
-        scores = _repeat_bonus(g, scores, ids, mask, repeat_weights)
+    ids_m1 = g.op("Sub", [ids, "one_i64"], "clean_ids_minus_1")  # score column of each slot's item
+    updates = _repeat_updates(g, ids, mask, repeat_weights) if repeat_weights is not None else None
+    k = min(top_k, num_items)
+    tail = ScoringTail(ids_m1, updates, g.const("top_k", np.array([k], np.int64)), "one_i64")
+    head(g, ids, ids_m1, mask, tail)
     # The encoder's nodes sit between the item vectors and the head (nodes must be in topological order).
     head_start = next(i for i, n in enumerate(g.nodes) if A.ENCODER_PREFIX + "session" in n.input)
     g.nodes[head_start:head_start] = enc_nodes
-    k = min(top_k, num_items)
-    _top_k(g, scores, k)
     graph = helper.make_graph(
         g.nodes, "odrec_recommender",
         inputs=[helper.make_tensor_value_info(A.INPUT_NAME, TensorProto.INT64, ["batch", "seq"])],
@@ -528,9 +486,9 @@ def _manifest(frozen: FrozenModel, model: onnx.ModelProto, opts: BuildOptions, n
     k = min(opts.top_k, frozen.num_items)
     if frozen.compressor == "codes":
         compressor = {"name": "codes", "M": frozen.m, "K": frozen.k, "d": frozen.dim,
-                      "code_dtype": str(frozen.codes.dtype)}
+                      **codes_layout(frozen.m, frozen.k, frozen.num_items)}
         quant = ({"scheme": "int8", "granularity": "per-row (per codeword) symmetric scale",
-                  "op": "DequantizeLinear", "encoder": "fp32"} if opts.quant == "int8"
+                  "op": "Cast + Mul (folded by onnxruntime at load)", "encoder": "fp32"} if opts.quant == "int8"
                  else {"scheme": "fp32", "encoder": "fp32"})
     elif frozen.compressor == "none":
         compressor = {"name": "none", "d": frozen.dim}

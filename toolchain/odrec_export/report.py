@@ -205,32 +205,34 @@ def probe_memory(model_path: str | Path, num_items: int, threads: int = 1, runs:
 # --------------------------------------------------------------------------- bench
 
 
-def decode_item_table(model) -> np.ndarray:
-    """The fp32 (N+1)×d table the artifact's codes and (dequantised) codebooks stand for."""
+def decode_item_table(model, manifest: dict) -> np.ndarray:
+    """The fp32 (N+1)×d table the artifact's codes and (dequantised) codebooks stand for (row 0 = padding)."""
     from onnx import numpy_helper
+
+    from .heads.codes import ungroup_codes
 
     inits = {i.name: i for i in model.graph.initializer}
     if A.ITEM_TABLE in inits:
-        return numpy_helper.to_array(inits[A.ITEM_TABLE]).astype(np.float32)
+        rows = numpy_helper.to_array(inits[A.ITEM_TABLE]).astype(np.float32)
+        return np.concatenate([np.zeros((1, rows.shape[1]), np.float32), rows])
     if A.CODES not in inits or A.CODEBOOKS not in inits:
         raise OdrecError("model.onnx holds neither an item table nor codes and codebooks")
-    codes = numpy_helper.to_array(inits[A.CODES]).astype(np.int64)  # M × (N+1)
     books = numpy_helper.to_array(inits[A.CODEBOOKS]).astype(np.float32)  # (M·K) × d
     if A.CODEBOOK_SCALES in inits:
         books = books * numpy_helper.to_array(inits[A.CODEBOOK_SCALES])[:, None]
-    m = codes.shape[0]
-    k = books.shape[0] // m
-    table = sum(books[i * k + codes[i]] for i in range(m)).astype(np.float32)
-    table[0] = 0.0
+    m, k = manifest["compressor"]["M"], manifest["compressor"]["K"]
+    codes = ungroup_codes(numpy_helper.to_array(inits[A.CODES]), m, k)  # M × N
+    table = np.zeros((codes.shape[1] + 1, books.shape[1]), np.float32)
+    table[1:] = sum(books[i * k + codes[i]] for i in range(m))
     return table
 
 
 def baseline_graph(folder: Path, manifest: dict):
-    """The uncompressed baseline: the artifact's encoder + an fp32 (N+1)×d table (Gather + Gemm head)."""
+    """The uncompressed baseline: the artifact's encoder + an fp32 N×d table (Gather + Gemm head)."""
     import onnx
     from onnx import numpy_helper
 
-    from .export import _table_lookup_and_head, compose, encoder_part
+    from .export import compose, encoder_part, table_head
 
     name = (manifest.get("compressor") or {}).get("name")
     if name not in ("codes", "none"):
@@ -238,14 +240,10 @@ def baseline_graph(folder: Path, manifest: dict):
                          "artifact has neither; compare it with other artifacts: bench --compare DIR1 DIR2 ...")
     model = onnx.load(str(folder / A.MODEL_FILE), load_external_data=False)
     nodes, inits = encoder_part(model)
-    table = decode_item_table(model)
+    table = decode_item_table(model, manifest)
     repeat = next((numpy_helper.to_array(i) for i in model.graph.initializer if i.name == A.REPEAT_WEIGHTS), None)
-
-    def items(g, ids, mask):
-        return _table_lookup_and_head(g, table, ids, mask)
-
-    return compose(manifest["num_items"], manifest["max_session_length"], items, nodes, inits, manifest["top_k"],
-                   repeat)
+    return compose(manifest["num_items"], manifest["max_session_length"], table_head(table), nodes, inits,
+                   manifest["top_k"], repeat)
 
 
 def bench(folder: str | Path, *, runs: int = 300, warmup: int = 30, threads=(1, 2), seq_lens=(10, 50),

@@ -230,7 +230,7 @@ def _check_graph(check: Check, model, manifest: dict) -> None:
         check.fail(f"{A.MODEL_FILE}: outputs give top {k_dim[1].dim_value}, manifest top_k is {top_k}")
     if A.CODES in inits:
         codes_shape = tuple(inits[A.CODES].dims)
-        if isinstance(num_items, int) and codes_shape[1:] != (num_items + 1,):
+        if isinstance(num_items, int) and codes_shape[1:] != (num_items,):
             check.fail(f"{A.MODEL_FILE}: codes cover {codes_shape[1:]} items, manifest num_items is {num_items}")
         books = numpy_helper.to_array(inits[A.CODEBOOKS]) if A.CODEBOOKS in inits else None
         quant = quant_scheme(manifest)
@@ -239,14 +239,15 @@ def _check_graph(check: Check, model, manifest: dict) -> None:
             check.fail(f"{A.MANIFEST_FILE}: quantisation scheme {quant!r} is not one of {', '.join(A.QUANT_SCHEMES)}")
         if books is None:
             check.fail(f"{A.MODEL_FILE}: no '{A.CODEBOOKS}' initializer next to the codes")
-        elif {"M", "K", "d"} <= comp.keys() and (codes_shape[0], books.shape) != (comp["M"], (comp["M"] * comp["K"], comp["d"])):
+        elif {"M", "K", "d"} <= comp.keys() and (codes_shape[0] * comp.get("codebooks_per_index", 1), books.shape) \
+                != (comp["M"], (comp["M"] * comp["K"], comp["d"])):
             check.fail(f"{A.MODEL_FILE}: codes/codebooks shapes {codes_shape}/{books.shape} differ from manifest "
                        f"compressor M={comp['M']} K={comp['K']} d={comp['d']}")
         elif quant == "int8" and (books.dtype != np.int8 or A.CODEBOOK_SCALES not in inits):
             check.fail(f"{A.MODEL_FILE}: manifest quantisation int8 but codebooks are {books.dtype}")
         elif quant == "fp32" and books.dtype != np.float32:
             check.fail(f"{A.MODEL_FILE}: manifest quantisation fp32 but codebooks are {books.dtype}")
-    elif A.ITEM_TABLE in inits and isinstance(num_items, int) and inits[A.ITEM_TABLE].dims[0] != num_items + 1:
+    elif A.ITEM_TABLE in inits and isinstance(num_items, int) and inits[A.ITEM_TABLE].dims[0] != num_items:
         check.fail(f"{A.MODEL_FILE}: item table has {inits[A.ITEM_TABLE].dims[0]} rows, manifest num_items is {num_items}")
     try:
         _session(model.SerializeToString())
@@ -546,7 +547,7 @@ def _quantise_encoder_like_graph(encoder, graph) -> None:
     import torch
     from onnx import numpy_helper
 
-    from .export import quantise_rows
+    from .quantise import quantise_rows
 
     inits = {t.name: t for t in graph.graph.initializer}
     stored = [(n, numpy_helper.to_array(inits[n]).astype(np.float32), numpy_helper.to_array(inits[n[:-5] + "_scale"]))
@@ -591,7 +592,7 @@ def quantised_codebooks(books, quant: str):
     """The codebooks (M × K × d tensor) after the exporter's quantisation round trip."""
     import torch
 
-    from .export import quantise_rows
+    from .quantise import quantise_rows
 
     if quant != "int8":
         raise VerifyInputError(f"manifest quantisation {quant!r}: verify knows int8 and fp32")
