@@ -479,6 +479,22 @@ def bench(
     typer.echo(json.dumps(r, sort_keys=True) if as_json else format_bench(r))
 
 
+@app.command("synth-catalogue")
+@one_line_errors
+def synth_catalogue_cmd(
+    like: Path = typer.Option(..., "--like", help="Codes student whose encoder, codebooks and repeat bonus to copy."),
+    items: int = typer.Option(..., "--items", help="Number of items in the synthetic catalogue."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint to write."),
+    seed: int = typer.Option(0, help="Seed for the random codes and ids."),
+):
+    """A checkpoint like --like with N items of random codes, labelled SYNTHETIC: for measuring how an
+    artifact scales with the catalogue (build, verify, bench), not for recommending."""
+    from .synth_catalogue import synth_catalogue
+
+    record = synth_catalogue(like, items, out, seed=seed)
+    typer.echo(f"wrote {out}: {record['note']} ({items:,} items)")
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

@@ -188,11 +188,15 @@ def _clean_input(g: Graph, num_items: int, max_len: int) -> tuple[str, str]:
     return ids, mask
 
 
-def table_head(table: np.ndarray):
+def table_head(table: np.ndarray | onnx.TensorProto):
     """A plain fp32 table (teacher, or bench's baseline): ``Gather`` for the session's items, ``Gemm`` for
-    the scores. ``table`` is (N+1) × d with row 0 = padding; the graph stores rows 1..N."""
+    the scores. ``table`` is (N+1) × d with row 0 = padding (the graph stores rows 1..N), or the N × d
+    initializer itself (bench's baseline, whose table can be too large for one protobuf)."""
     def head(g: Graph, ids: str, ids_m1: str, mask: str, tail: ScoringTail) -> None:
-        g.const(A.ITEM_TABLE, np.ascontiguousarray(table[1:], dtype=np.float32))
+        if isinstance(table, onnx.TensorProto):
+            g.inits.append(table)
+        else:
+            g.const(A.ITEM_TABLE, np.ascontiguousarray(table[1:], dtype=np.float32))
         vecs = g.op("Gather", [A.ITEM_TABLE, ids_m1], "item_vectors_raw", axis=0)
         g.op("Mul", [vecs, mask], A.ENCODER_PREFIX + "item_vectors")
         scores = g.op("Gemm", [A.ENCODER_PREFIX + "session", A.ITEM_TABLE], "item_scores", transB=1)
@@ -249,9 +253,10 @@ def assemble(frozen: FrozenModel, encoder: onnx.ModelProto, quant: str, top_k: i
 
 
 def compose(num_items: int, max_len: int, head, enc_nodes: list, enc_inits: list, top_k: int,
-            repeat_weights: np.ndarray | None = None) -> onnx.ModelProto:
+            repeat_weights: np.ndarray | None = None, check: bool = True) -> onnx.ModelProto:
     """Input cleaning + ``head(g, ids, ids_m1, mask, tail)`` (item vectors, scores of items 1..N and,
-    through the tail, the repeat bonus and top-k) + the encoder between them."""
+    through the tail, the repeat bonus and top-k) + the encoder between them. ``check=False`` skips
+    onnx's checker, for a graph whose weights live in an external file not written yet."""
     g = Graph()
     ids, mask = _clean_input(g, num_items, max_len)
     ids_m1 = g.op("Sub", [ids, "one_i64"], "clean_ids_minus_1")  # score column of each slot's item
@@ -272,19 +277,18 @@ def compose(num_items: int, max_len: int, head, enc_nodes: list, enc_inits: list
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="odrec-export", producer_version=__version__)
     model.ir_version = A.MAX_IR_VERSION
-    onnx.checker.check_model(model, full_check=True)
+    if check:
+        onnx.checker.check_model(model, full_check=True)
     return model
 
 
-def encoder_part(model: onnx.ModelProto) -> tuple[list, list]:
-    """The encoder's nodes and initializers inside a built model: everything ``enc/session`` depends on,
-    back to ``enc/item_vectors`` and ``enc/ids`` (used by bench to rebuild the baseline graph)."""
+def _upstream(model: onnx.ModelProto, output: str, stop: set[str]) -> tuple[list, list]:
+    """The nodes (in graph order) and initializers ``output`` depends on, not looking past ``stop``."""
     producers = {o: n for n in model.graph.node for o in n.output}
-    stop = {A.ENCODER_PREFIX + "item_vectors", A.ENCODER_PREFIX + "ids"}
     inits = {i.name: i for i in model.graph.initializer}
-    if A.ENCODER_PREFIX + "session" not in producers:
-        raise OdrecError("model.onnx has no enc/session tensor: not a graph written by odrec-export")
-    seen, todo, nodes, used = set(), [A.ENCODER_PREFIX + "session"], [], set()
+    if output not in producers:
+        raise OdrecError(f"model.onnx has no {output} tensor: not a graph written by odrec-export")
+    seen, todo, nodes, used = set(), [output], [], set()
     while todo:
         name = todo.pop()
         if name in seen or name in stop or name == "":
@@ -299,6 +303,25 @@ def encoder_part(model: onnx.ModelProto) -> tuple[list, list]:
     order = {id(n): i for i, n in enumerate(model.graph.node)}
     nodes = sorted({id(n): n for n in nodes}.values(), key=lambda n: order[id(n)])
     return nodes, [inits[n] for n in sorted(used)]
+
+
+def encoder_part(model: onnx.ModelProto) -> tuple[list, list]:
+    """The encoder's nodes and initializers inside a built model: everything ``enc/session`` depends on,
+    back to ``enc/item_vectors`` and ``enc/ids`` (used by bench to rebuild the baseline graph)."""
+    return _upstream(model, A.ENCODER_PREFIX + "session", {A.ENCODER_PREFIX + "item_vectors", A.ENCODER_PREFIX + "ids"})
+
+
+def prefix_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph cut at the session vector: input cleaning, item lookup and encoder (bench times it
+    beside the whole graph; the difference is the head and top-k)."""
+    session = A.ENCODER_PREFIX + "session"
+    nodes, inits = _upstream(model, session, set())
+    graph = helper.make_graph(nodes, "odrec_prefix", inputs=list(model.graph.input),
+                              outputs=[helper.make_tensor_value_info(session, TensorProto.FLOAT, ["batch", "d"])],
+                              initializer=inits)
+    prefix = helper.make_model(graph, opset_imports=list(model.opset_import))
+    prefix.ir_version = model.ir_version
+    return prefix
 
 
 def build_model(frozen: FrozenModel, opts: BuildOptions) -> tuple[onnx.ModelProto, list[str]]:
@@ -434,6 +457,8 @@ def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *
             "(its item representation is exported in fp32)")
     if opts.expand_top is not None and frozen.compressor != "cprec":
         raise UsageError(f"--expand-top applies to cprec checkpoints, not {frozen.compressor!r}")
+    if frozen.synthetic:
+        log(f"note: {ckpt} is a {frozen.synthetic.get('note', 'synthetic catalogue')}; the manifest says so")
     log(f"exporting encoder and {frozen.compressor} item head ...")
     model, notes = build_model(frozen, opts)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -517,4 +542,5 @@ def _manifest(frozen: FrozenModel, model: onnx.ModelProto, opts: BuildOptions, n
         "files": files,
         "source_checkpoint_sha256": frozen.checkpoint_sha256,
         "versions": _library_versions(),
+        **({"synthetic": frozen.synthetic} if frozen.synthetic else {}),
     }

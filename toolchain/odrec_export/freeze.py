@@ -38,6 +38,7 @@ class FrozenModel:
     arrays: dict[str, np.ndarray] | None = None  # tt / stt / cprec: the stored factors, by initializer name
     items_config: dict | None = None  # the checkpoint's config["items"]
     repeat_weights: np.ndarray | None = None  # max_len fp32, by recency (models with a repeat bonus)
+    synthetic: dict | None = None  # provenance of a synth-catalogue checkpoint: not a real catalogue
 
     @property
     def m(self) -> int:
@@ -61,7 +62,8 @@ def freeze(path: str | Path) -> FrozenModel:
     cfg = model.encoder.cfg
     frozen = FrozenModel(encoder=model.encoder.float().eval(), num_items=model.num_items, dim=cfg.dim,
                          max_len=cfg.max_len, compressor=compressor, vocab=list(ckpt.vocab),
-                         checkpoint_sha256=file_sha256(path), items_config=dict(ckpt.config.get("items") or {}))
+                         checkpoint_sha256=file_sha256(path), items_config=dict(ckpt.config.get("items") or {}),
+                         synthetic=ckpt.provenance.get("synthetic"))
     with torch.no_grad():
         if model.repeat is not None:
             frozen.repeat_weights = model.repeat.weights.detach().float().numpy().copy()

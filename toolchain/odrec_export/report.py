@@ -205,8 +205,9 @@ def probe_memory(model_path: str | Path, num_items: int, threads: int = 1, runs:
 # --------------------------------------------------------------------------- bench
 
 
-def decode_item_table(model, manifest: dict) -> np.ndarray:
-    """The fp32 (N+1)×d table the artifact's codes and (dequantised) codebooks stand for (row 0 = padding)."""
+def item_table_rows(model, manifest: dict, chunk: int = 1 << 16):
+    """The fp32 rows (items 1..N, in order) that the artifact's codes and dequantised codebooks stand
+    for, or its plain table, in chunks of ``chunk`` items: the full table is never held twice."""
     from onnx import numpy_helper
 
     from .heads.codes import ungroup_codes
@@ -214,23 +215,38 @@ def decode_item_table(model, manifest: dict) -> np.ndarray:
     inits = {i.name: i for i in model.graph.initializer}
     if A.ITEM_TABLE in inits:
         rows = numpy_helper.to_array(inits[A.ITEM_TABLE]).astype(np.float32)
-        return np.concatenate([np.zeros((1, rows.shape[1]), np.float32), rows])
+        for start in range(0, len(rows), chunk):
+            yield rows[start:start + chunk]
+        return
     if A.CODES not in inits or A.CODEBOOKS not in inits:
         raise OdrecError("model.onnx holds neither an item table nor codes and codebooks")
     books = numpy_helper.to_array(inits[A.CODEBOOKS]).astype(np.float32)  # (M·K) × d
     if A.CODEBOOK_SCALES in inits:
         books = books * numpy_helper.to_array(inits[A.CODEBOOK_SCALES])[:, None]
     m, k = manifest["compressor"]["M"], manifest["compressor"]["K"]
-    codes = ungroup_codes(numpy_helper.to_array(inits[A.CODES]), m, k)  # M × N
-    table = np.zeros((codes.shape[1] + 1, books.shape[1]), np.float32)
-    table[1:] = sum(books[i * k + codes[i]] for i in range(m))
-    return table
+    grouped = numpy_helper.to_array(inits[A.CODES])
+    for start in range(0, grouped.shape[1], chunk):
+        codes = ungroup_codes(grouped[:, start:start + chunk], m, k)  # M × chunk
+        rows = books[codes[0]].copy()
+        for i in range(1, m):
+            rows += books[i * k + codes[i]]
+        yield rows
 
 
-def baseline_graph(folder: Path, manifest: dict):
-    """The uncompressed baseline: the artifact's encoder + an fp32 N×d table (Gather + Gemm head)."""
+def decode_item_table(model, manifest: dict) -> np.ndarray:
+    """The fp32 (N+1)×d table the artifact stands for (row 0 = padding, zero)."""
+    rows = list(item_table_rows(model, manifest))
+    return np.concatenate([np.zeros((1, rows[0].shape[1]), np.float32), *rows])
+
+
+def baseline_graph(folder: Path, manifest: dict, table_file: Path | None = None):
+    """The uncompressed baseline: the artifact's encoder + an fp32 N×d table (Gather + Gemm head).
+
+    With ``table_file`` the table is written there chunk by chunk and the graph refers to it as
+    external data (protobuf caps one message at 2 GB: 4M items × d=128 in fp32); save the graph into
+    the same folder."""
     import onnx
-    from onnx import numpy_helper
+    from onnx import TensorProto, numpy_helper
 
     from .export import compose, encoder_part, table_head
 
@@ -240,71 +256,142 @@ def baseline_graph(folder: Path, manifest: dict):
                          "artifact has neither; compare it with other artifacts: bench --compare DIR1 DIR2 ...")
     model = onnx.load(str(folder / A.MODEL_FILE), load_external_data=False)
     nodes, inits = encoder_part(model)
-    table = decode_item_table(model, manifest)
     repeat = next((numpy_helper.to_array(i) for i in model.graph.initializer if i.name == A.REPEAT_WEIGHTS), None)
-    return compose(manifest["num_items"], manifest["max_session_length"], table_head(table), nodes, inits,
-                   manifest["top_k"], repeat)
+    n, max_len, top_k = manifest["num_items"], manifest["max_session_length"], manifest["top_k"]
+    if table_file is None:
+        return compose(n, max_len, table_head(decode_item_table(model, manifest)), nodes, inits, top_k, repeat)
+    table_file = Path(table_file)
+    with table_file.open("wb") as f:
+        for rows in item_table_rows(model, manifest):
+            f.write(rows.tobytes())
+    table = TensorProto(name=A.ITEM_TABLE, data_type=TensorProto.FLOAT, dims=[n, manifest["compressor"]["d"]],
+                        data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", table_file.name), ("offset", "0"), ("length", str(table_file.stat().st_size))):
+        entry = table.external_data.add()
+        entry.key, entry.value = key, value
+    return compose(n, max_len, table_head(table), nodes, inits, top_k, repeat, check=False)
+
+
+SPREAD_WARNING = 1.5  # p90 / p10 of one model's runs above this: the machine was busy
+
+
+def _interleaved(sessions: dict, inputs: list, runs: int, warmup: int) -> dict[str, np.ndarray]:
+    """Seconds per run of every session, run i of each before run i+1 of any (same machine state)."""
+    times = {k: [] for k in sessions}
+    for i in range(warmup + runs):
+        for k, s in sessions.items():
+            t0 = time.perf_counter()
+            s.run(None, {A.INPUT_NAME: inputs[i % len(inputs)]})
+            if i >= warmup:
+                times[k].append(time.perf_counter() - t0)
+    return {k: np.array(v) for k, v in times.items()}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
 
 
 def bench(folder: str | Path, *, runs: int = 300, warmup: int = 30, threads=(1, 2), seq_lens=(10, 50),
           memory_runs: int = 100, workdir: str | Path | None = None) -> dict:
-    """Latency of artifact vs baseline, interleaved run by run, plus child-process memory for each."""
+    """Latency of artifact vs baseline, interleaved run by run, each also cut at the session vector
+    (the prefix: cleaning, lookup, encoder; head = whole − prefix); child-process memory for each."""
+    import os
     import tempfile
 
     import onnx
 
-    from .export import ort_session
+    from .export import ort_session, prefix_model
 
     folder = Path(folder)
     manifest = A.validate(folder)
     n = manifest["num_items"]
-    art = onnx.load(str(folder / A.MODEL_FILE), load_external_data=False)
-    base = baseline_graph(folder, manifest)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        paths = {"artifact": Path(tmp) / "artifact.onnx", "baseline": Path(tmp) / "baseline.onnx"}
-        onnx.save(art, str(paths["artifact"]))
-        onnx.save(base, str(paths["baseline"]))
-        sizes = {k: p.stat().st_size for k, p in paths.items()}
+        tmp = Path(tmp)
+        art = onnx.load(str(folder / A.MODEL_FILE), load_external_data=False)
+        base = baseline_graph(folder, manifest, table_file=tmp / "item_table.bin")
+        paths = {"artifact": tmp / "artifact.onnx", "baseline": tmp / "baseline.onnx",
+                 "artifact prefix": tmp / "artifact_prefix.onnx", "baseline prefix": tmp / "baseline_prefix.onnx"}
+        for key, graph in (("artifact", art), ("baseline", base)):
+            onnx.save(graph, str(paths[key]))
+            onnx.save(prefix_model(graph), str(paths[key + " prefix"]))
+        sizes = {"artifact": paths["artifact"].stat().st_size,
+                 "baseline": paths["baseline"].stat().st_size + (tmp / "item_table.bin").stat().st_size}
+        del art, base
         rng = np.random.default_rng(0)
         latency = []
         for t in threads:
             sessions = {k: ort_session(p, threads=t) for k, p in paths.items()}
             for length in seq_lens:
                 inputs = [rng.integers(1, n + 1, size=(1, length), dtype=np.int64) for _ in range(16)]
-                times = {k: [] for k in sessions}
-                for i in range(warmup + runs):  # interleaved: both models see the same machine state
-                    for k, s in sessions.items():
-                        t0 = time.perf_counter()
-                        s.run(None, {A.INPUT_NAME: inputs[i % len(inputs)]})
-                        if i >= warmup:
-                            times[k].append(time.perf_counter() - t0)
-                med = {k: float(np.median(v)) * 1e6 for k, v in times.items()}
-                latency.append({"threads": t, "seq_len": length, "artifact_us": med["artifact"],
-                                "baseline_us": med["baseline"], "speedup": med["baseline"] / med["artifact"]})
+                latency.append(_latency_row(_interleaved(sessions, inputs, runs, warmup), t, length, n))
             del sessions
-        memory = {k: probe_memory(p, n, threads=1, runs=memory_runs, seq_len=10) for k, p in paths.items()}
+        memory = {k: probe_memory(paths[k], n, threads=1, runs=memory_runs, seq_len=10) for k in ("artifact", "baseline")}
+    for m in memory.values():
+        m["rss_growth_bytes_per_item"] = m["rss_growth_mib"] * 2**20 / n
     mem_ratio = (memory["artifact"]["rss_growth_mib"] / memory["baseline"]["rss_growth_mib"]
                  if memory["baseline"]["rss_growth_mib"] > 0 else None)
+    spread = max(max(x["artifact_spread"], x["baseline_spread"]) for x in latency if x["threads"] == 1)
     return {"dir": str(folder), "num_items": n, "runs": runs, "warmup": warmup, "model_bytes": sizes,
+            "synthetic": manifest.get("synthetic"),
             "size_ratio": sizes["baseline"] / sizes["artifact"], "latency": latency, "memory": memory,
-            "rss_growth_ratio": mem_ratio}
+            "rss_growth_ratio": mem_ratio,
+            "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "load_average_before": round(load_before, 2),
+                        "max_spread_1_thread": round(spread, 2), "loaded": spread > SPREAD_WARNING}}
+
+
+def _latency_row(times: dict[str, np.ndarray], threads: int, seq_len: int, n: int) -> dict:
+    us = {k: float(np.median(v)) * 1e6 for k, v in times.items()}
+    row = {"threads": threads, "seq_len": seq_len}
+    for k in ("artifact", "baseline"):
+        head = us[k] - us[k + " prefix"]
+        row.update({f"{k}_us": us[k], f"{k}_p10_us": float(np.percentile(times[k], 10)) * 1e6,
+                    f"{k}_p90_us": float(np.percentile(times[k], 90)) * 1e6,
+                    f"{k}_prefix_us": us[k + " prefix"], f"{k}_head_us": head,
+                    f"{k}_head_ns_per_item": head * 1e3 / n})
+        row[f"{k}_spread"] = row[f"{k}_p90_us"] / row[f"{k}_p10_us"]
+    row["speedup"] = us["baseline"] / us["artifact"]
+    row["head_speedup"] = row["baseline_head_us"] / row["artifact_head_us"] if row["artifact_head_us"] > 0 else None
+    return row
 
 
 def format_bench(r: dict) -> str:
+    m = r["machine"]
     lines = [f"model.onnx: artifact {r['model_bytes']['artifact']:,} bytes, baseline (fp32 N×d table) "
-             f"{r['model_bytes']['baseline']:,} bytes ({r['size_ratio']:.1f}x)",
-             f"median latency, onnxruntime CPU, batch 1, {r['runs']} runs after {r['warmup']} warm-up, interleaved:",
-             f"{'threads':>7} {'seq':>4} {'artifact µs':>12} {'baseline µs':>12} {'speedup':>8}"]
+             f"{r['model_bytes']['baseline']:,} bytes ({r['size_ratio']:.1f}x); {r['num_items']:,} items"
+             + (" (SYNTHETIC catalogue)" if r.get("synthetic") else ""),
+             f"onnxruntime CPU, batch 1, {r['runs']} runs after {r['warmup']} warm-up, interleaved; {m['cpu']}, "
+             f"{m['cores']} cores, load average {m['load_average_before']} before the run",
+             "median µs (p10-p90); prefix = input cleaning + item lookup + encoder, head = whole - prefix "
+             "(scores, repeat bonus, top-k)",
+             f"{'threads':>7} {'seq':>4} {'artifact':>20} {'baseline':>20} {'speedup':>8} {'prefix art/base':>16} "
+             f"{'head art/base':>16} {'head':>6} {'head ns/item art/base':>22}"]
     for x in r["latency"]:
-        lines.append(f"{x['threads']:>7} {x['seq_len']:>4} {x['artifact_us']:>12.0f} {x['baseline_us']:>12.0f} "
-                     f"{x['speedup']:>7.2f}x")
+        art = f"{x['artifact_us']:.0f} ({x['artifact_p10_us']:.0f}-{x['artifact_p90_us']:.0f})"
+        base = f"{x['baseline_us']:.0f} ({x['baseline_p10_us']:.0f}-{x['baseline_p90_us']:.0f})"
+        head = f"{x['head_speedup']:.2f}x" if x["head_speedup"] else "n/a"
+        lines.append(f"{x['threads']:>7} {x['seq_len']:>4} {art:>20} {base:>20} {x['speedup']:>7.2f}x "
+                     f"{x['artifact_prefix_us']:>7.0f}/{x['baseline_prefix_us']:<8.0f} "
+                     f"{x['artifact_head_us']:>7.0f}/{x['baseline_head_us']:<8.0f} {head:>6} "
+                     f"{x['artifact_head_ns_per_item']:>10.1f}/{x['baseline_head_ns_per_item']:<11.1f}")
+    if m["loaded"]:
+        lines.append(f"note: the runs spread widely (p90/p10 up to {m['max_spread_1_thread']:.2f} at 1 thread): the "
+                     "machine was busy, so these figures are noisy; rerun on a quiet machine before quoting them")
     lines.append("memory (child process per model, 1 thread, session creation + "
                  f"{r['memory']['artifact']['runs']} inferences at seq 10; onnxruntime's one-time init, "
                  f"{r['memory']['artifact']['runtime_init_mib']:.1f} MiB for any model, paid before measuring):")
     for k in ("artifact", "baseline"):
-        m = r["memory"][k]
-        peak = f"{m['peak_growth_mib']:.1f}" if m["peak_growth_mib"] is not None else "n/a"
-        lines.append(f"  {k:<9} resident growth {m['rss_growth_mib']:6.1f} MiB, peak growth {peak} MiB")
+        mm = r["memory"][k]
+        peak = f"{mm['peak_growth_mib']:.1f}" if mm["peak_growth_mib"] is not None else "n/a"
+        lines.append(f"  {k:<9} resident growth {mm['rss_growth_mib']:6.1f} MiB ({mm['rss_growth_bytes_per_item']:.1f} "
+                     f"B per item), peak growth {peak} MiB")
     if r["rss_growth_ratio"] is not None:
         lines.append(f"  artifact / baseline resident growth: {r['rss_growth_ratio']:.2f}")
     return "\n".join(lines)

@@ -7,12 +7,15 @@ combination of its codebooks' codes, the sum of their entries (K^g values per qu
 costs M/g lookups. The file stores one index per group and item (``codes``, G × N, uint8 when K^g
 ≤ 256, else uint16: the same bytes as the M separate codes).
 
-onnxruntime's GatherElements takes only int32/int64 indices. The indices are therefore widened to
-int32 (with each group's offset into the concatenated tables added) by constant nodes, which
-onnxruntime folds once at load: the file keeps the narrow codes, memory holds 4 bytes per group and
-item, and no inference pays a pass over N that only converts. A ``Loop`` over the batch scores one
-row at a time, so the indices are used as they are, without an ``Expand`` to the batch size; per row
-the cost is G GatherElements over N, one Sum, the repeat bonus and TopK.
+A ``Loop`` over the batch scores one row at a time, so the G × N indices are used as they are, without
+an ``Expand`` to the batch size. Per row and chunk of up to 65,536 items: one GatherElements (row j
+of the G × K^g group tables for row j of the indices) and one (1 × G)·(G × C) MatMul that sums the
+groups; then the repeat bonus and TopK over all N. Chunks keep the transient G × C values in cache.
+
+onnxruntime's GatherElements takes only int32/int64 indices. Up to one chunk of items, one constant
+``Cast`` widens them and onnxruntime folds it at load (4 bytes per group and item in memory, nothing
+per inference). Beyond, each chunk is widened per row just before its lookup (see ``_chunk_indices``):
+measured at 1M items, as fast as streaming folded int32 indices and a third of the resident memory.
 
 Nothing here can be folded into an N×d table: every N-sized product takes the runtime session vector.
 """
@@ -32,6 +35,7 @@ ITEM_VECTORS = A.ENCODER_PREFIX + "item_vectors"
 # Measured with onnxruntime 1.32, 1 thread (docs/results.md): a GatherElements lookup costs ~1.1 ns,
 # building a group table ~0.4 ns per entry.
 LOOKUP_NS, TABLE_ENTRY_NS = 1.1, 0.4
+CHUNK = 1 << 16  # items per GatherElements: its G × CHUNK floats stay in a core's cache
 
 
 def group_size(m: int, k: int, num_items: int) -> int:
@@ -90,47 +94,72 @@ def _dequantised_codebooks(g: Graph, codebooks: np.ndarray, quant: str) -> str:
 def _item_vectors(g: Graph, books: str, m: int, k: int, grp: int, ids_m1: str, mask: str) -> None:
     """Σ_m codebook_m[c_m(v)] for the session's items → ``enc/item_vectors`` (zero at padding)."""
     codes = g.op("Gather", [A.CODES, ids_m1], "codes/session_groups", axis=1)  # G × B × L
-    codes = g.op("Cast", [codes], "codes/session_groups_i64", to=TensorProto.INT64)
+    codes = g.op("Cast", [codes], "codes/session_groups_i32", to=TensorProto.INT32)
     order = list(range(m))
     if grp == 2:  # a pair index is c_2j·K + c_2j+1: split it back, even codebooks first
-        g.const("codes/k", np.array(k, np.int64))
+        g.const("codes/k", np.array(k, np.int32))
         hi = g.op("Div", [codes, "codes/k"], "codes/session_even")
         lo = g.op("Mod", [codes, "codes/k"], "codes/session_odd")
         codes = g.op("Concat", [hi, lo], "codes/session_codes", axis=0)  # M × B × L
         order = list(range(0, m, 2)) + list(range(1, m, 2))
-    g.const("codes/codeword_offsets", (np.array(order, np.int64) * k).reshape(m, 1, 1))
+    g.const("codes/codeword_offsets", (np.array(order, np.int32) * k).reshape(m, 1, 1))
     rows = g.op("Add", [codes, "codes/codeword_offsets"], "codes/codeword_rows")
     words = g.op("Gather", [books, rows], "codes/codewords", axis=0)  # M × B × L × d
-    summed = g.op("ReduceSum", [words, "codes/axes0"], "codes/item_vectors_sum", keepdims=0)
+    # Σ over the M codewords as one (1 × M)·(M × B·L·d) MatMul: 3x faster than onnxruntime's ReduceSum
+    # over the leading axis at L=50.
+    g.const("codes/m_rows", np.array([m, -1], np.int64))
+    g.const("codes/ones_m", np.ones((1, m), np.float32))
+    shape = g.op("Shape", [words], "codes/item_vectors_shape", start=1)  # B, L, d
+    words = g.op("Reshape", [words, "codes/m_rows"], "codes/codewords_flat")
+    summed = g.op("MatMul", ["codes/ones_m", words], "codes/item_vectors_flat")
+    summed = g.op("Reshape", [summed, shape], "codes/item_vectors_sum")
     g.op("Mul", [summed, mask], ITEM_VECTORS)
 
 
-def _group_indices(g: Graph, groups: int, table_size: int) -> list[str]:
-    """One int32 index vector per group (N each), offset into the concatenated group tables; all
-    constant, so folded at load."""
-    wide = g.op("Cast", [A.CODES], "codes/indices_i32", to=TensorProto.INT32)
-    g.const("codes/group_offsets", (np.arange(groups, dtype=np.int32) * table_size).reshape(groups, 1))
-    wide = g.op("Add", [wide, "codes/group_offsets"], "codes/indices_offset")
-    names = [f"codes/group{j}_rows" for j in range(groups)]
-    rows = g.op("Split", [wide], names, axis=0, num_outputs=groups) if groups > 1 else [wide]
-    return [g.op("Squeeze", [r, "codes/axes0"], f"codes/group{j}_indices") for j, r in enumerate(rows)]
+def _chunk_indices(body: Graph, row: str, num_items: int) -> list[str]:
+    """int32 G × C pieces of the group indices, C ≤ CHUNK items each, for use inside the Loop body.
+
+    One chunk (N ≤ CHUNK): a Cast of the whole constant, which onnxruntime folds once at load. More:
+    each chunk is cut and widened per row, just before its lookup; the start depends on the row index,
+    so nothing folds, memory holds only the narrow codes and one chunk's int32 indices, and the
+    conversion runs on data already in cache (at 1M items as fast as streaming folded int32 indices,
+    with a third of the resident memory; docs/results.md)."""
+    if num_items <= CHUNK:
+        return [body.op("Cast", [A.CODES], "row/indices", to=TensorProto.INT32)]
+    body.const("row/zero", np.array(0, np.int64))
+    body.const("row/items_axis", np.array([1], np.int64))
+    runtime_zero = body.op("Mul", [row, "row/zero"], "row/runtime_zero")
+    pieces = []
+    for c, start in enumerate(range(0, num_items, CHUNK)):
+        body.const(f"row/chunk{c}_start", np.array([start], np.int64))
+        body.const(f"row/chunk{c}_end", np.array([min(start + CHUNK, num_items)], np.int64))
+        first = body.op("Add", [f"row/chunk{c}_start", runtime_zero], f"row/chunk{c}_first")
+        piece = body.op("Slice", [A.CODES, first, f"row/chunk{c}_end", "row/items_axis"], f"row/chunk{c}_codes")
+        pieces.append(body.op("Cast", [piece], f"row/chunk{c}_indices", to=TensorProto.INT32))
+    return pieces
 
 
-def _row_scores(body: Graph, tables: str, row: str, indices: list[str], m: int, k: int, grp: int) -> str:
+def _row_scores(body: Graph, tables: str, row: str, num_items: int, m: int, k: int, grp: int) -> str:
     """Inside the Loop: the N scores of batch row ``row`` from its M·K score-table entries."""
+    groups = m // grp
     flat = body.op("Gather", [tables, row], "row/score_tables", axis=0)  # M·K
+    body.const("row/group_tables_shape", np.array([groups, k ** grp], np.int64))
     if grp == 2:
-        groups = m // 2
         body.const("row/pairs_shape", np.array([groups, 2, k], np.int64))
         body.const("row/even_shape", np.array([groups, k, 1], np.int64))
-        body.const("row/flat_shape", np.array([groups * k * k], np.int64))
         pairs = body.op("Reshape", [flat, "row/pairs_shape"], "row/score_table_pairs")
         even, odd = body.op("Split", [pairs], ["row/even_tables", "row/odd_tables"], axis=1, num_outputs=2)
         even = body.op("Reshape", [even, "row/even_shape"], "row/even_column")  # G × K × 1
-        summed = body.op("Add", [even, odd], "row/pair_tables")  # G × K × K: entry [j, a, b] = T_2j[a] + T_2j+1[b]
-        flat = body.op("Reshape", [summed, "row/flat_shape"], "row/pair_tables_flat")
-    parts = [body.op("GatherElements", [flat, idx], f"row/item_score_part{j}", axis=0) for j, idx in enumerate(indices)]
-    return body.op("Sum", parts, "row/item_scores") if len(parts) > 1 else parts[0]
+        flat = body.op("Add", [even, odd], "row/pair_tables")  # G × K × K: [j, a, b] = T_2j[a] + T_2j+1[b]
+    tables = body.op("Reshape", [flat, "row/group_tables_shape"], "row/group_tables")  # G × K^g
+    body.const("row/ones_g", np.ones((1, groups), np.float32))
+    sums = []
+    for c, indices in enumerate(_chunk_indices(body, row, num_items)):
+        parts = body.op("GatherElements", [tables, indices], f"row/chunk{c}_parts", axis=1)  # G × C
+        sums.append(body.op("MatMul", ["row/ones_g", parts], f"row/chunk{c}_scores"))  # Σ over the G groups
+    summed = body.op("Concat", sums, "row/item_scores_1n", axis=1) if len(sums) > 1 else sums[0]
+    body.const("row/n", np.array([-1], np.int64))
+    return body.op("Reshape", [summed, "row/n"], "row/item_scores")
 
 
 def codes_head(g: Graph, codes: np.ndarray, codebooks: np.ndarray, quant: str, ids_m1: str, mask: str,
@@ -140,16 +169,13 @@ def codes_head(g: Graph, codes: np.ndarray, codebooks: np.ndarray, quant: str, i
     m, k, _ = codebooks.shape
     num_items = codes.shape[1] - 1
     grp = group_size(m, k, num_items)
-    grouped = group_codes(codes, k, grp)
-    g.const("codes/axes0", np.array([0], np.int64))
     books = _dequantised_codebooks(g, codebooks, quant)
-    g.const(A.CODES, grouped)
+    g.const(A.CODES, group_codes(codes, k, grp))
     _item_vectors(g, books, m, k, grp, ids_m1, mask)
-    indices = _group_indices(g, grouped.shape[0], k ** grp)
     tables = g.op("Gemm", [SESSION, books], "codes/score_tables", transB=1)  # B × (M·K)
 
     body = Graph()
-    scores = _row_scores(body, tables, "row/index", indices, m, k, grp)
+    scores = _row_scores(body, tables, "row/index", num_items, m, k, grp)
     top_scores, top_ids = tail.row(body, scores, "row/index", "row/")
     body.op("Identity", ["row/cond_in"], "row/cond_out")
     loop = helper.make_graph(
