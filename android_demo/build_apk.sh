@@ -12,7 +12,11 @@ ARTIFACT="${1:-}"
 ABIS="$(echo "${2:-arm64-v8a}" | tr ',' ' ')"
 [ -n "$ARTIFACT" ] || die "usage: build_apk.sh ARTIFACT_DIR [ABIS]"
 [ -d "$ARTIFACT" ] || die "$ARTIFACT: no such artifact directory (build one with 'make demo' or 'odrec-export build', or pass ARTIFACT=...)"
-for f in manifest.json model.onnx items.txt; do
+[ -f "$ARTIFACT/manifest.json" ] || die "$ARTIFACT: missing manifest.json (not an odrec-export artifact)"
+# The id map: items.bin (integer ids) or items.txt, as the manifest says (items.txt before it said).
+IDS="$(sed -n 's/.*"file": *"\(items\.[a-z]*\)".*/\1/p' "$ARTIFACT/manifest.json" | head -1)"
+IDS="${IDS:-items.txt}"
+for f in model.onnx "$IDS"; do
   [ -f "$ARTIFACT/$f" ] || die "$ARTIFACT: missing $f (not an odrec-export artifact)"
 done
 # The same checks the app makes at load time (sizes, sha256, items count), so a bad artifact fails here.
@@ -45,7 +49,7 @@ mkdir -p "$OUT" "$W/assets/artifact" "$W/gen" "$W/classes" "$W/dex"
 
 log "resources (aapt2)"
 aapt2 compile --dir "$HERE/res" -o "$W/res.zip"
-cp "$ARTIFACT/manifest.json" "$ARTIFACT/model.onnx" "$ARTIFACT/items.txt" "$W/assets/artifact/"
+cp "$ARTIFACT/manifest.json" "$ARTIFACT/model.onnx" "$ARTIFACT/$IDS" "$W/assets/artifact/"
 aapt2 link -o "$W/base.apk" -I "$ANDROID_JAR" --manifest "$HERE/AndroidManifest.xml" \
   --min-sdk-version 24 --target-sdk-version 34 --java "$W/gen" -A "$W/assets" "$W/res.zip"
 
@@ -87,7 +91,7 @@ for abi in $ABIS; do
     unzip -l "$W/signed.apk" "lib/$abi/$so" >/dev/null || die "APK lacks lib/$abi/$so"
   done
 done
-for f in manifest.json model.onnx items.txt; do
+for f in manifest.json model.onnx "$IDS"; do
   unzip -l "$W/signed.apk" "assets/artifact/$f" >/dev/null || die "APK lacks assets/artifact/$f"
 done
 

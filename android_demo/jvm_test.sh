@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Host-JVM test of the app's inference class: compiles Recommender.java (+ Json.java) and
+# Host-JVM test of the app's inference class: compiles Recommender.java (+ ItemIds.java, Json.java) and
 # test/RecommenderJvmTest.java against onnxruntime Java 1.17 for linux-x64, writes the Python
 # onnxruntime fixture for the artifact, and compares top-k ids and scores. Ends with "N passed, N failed".
 #   usage: jvm_test.sh ARTIFACT_DIR [FIXTURE_JSON]   (FIXTURE_JSON: use a given fixture instead of writing one)
@@ -20,7 +20,7 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
 javac -nowarn -encoding UTF-8 -d "$WORK/classes" -cp "$ORT_JAR" \
-  "$HERE/src/org/odrec/demo/Recommender.java" "$HERE/src/org/odrec/demo/Json.java" \
+  "$HERE/src/org/odrec/demo/Recommender.java" "$HERE/src/org/odrec/demo/ItemIds.java" "$HERE/src/org/odrec/demo/Json.java" \
   "$HERE/test/org/odrec/demo/RecommenderJvmTest.java"
 
 FIXTURE="${2:-}"

@@ -30,7 +30,8 @@ def run(folder, ids) -> tuple[np.ndarray, np.ndarray]:
 
 def test_files_manifest_and_items(built, tiny_checkpoints):
     folder = built["int8"]
-    assert sorted(p.name for p in folder.iterdir()) == ["items.txt", "manifest.json", "model.onnx", "model.ort"]
+    # integer item ids: the compact binary id map (items.bin) by default
+    assert sorted(p.name for p in folder.iterdir()) == ["items.bin", "manifest.json", "model.onnx", "model.ort"]
     m = A.validate(folder)
     ckpt = load_checkpoint(tiny_checkpoints[1])
     assert A.read_items(folder) == [str(v) for v in ckpt.vocab]  # line i = raw id of index i
@@ -41,7 +42,8 @@ def test_files_manifest_and_items(built, tiny_checkpoints):
     assert m["quantisation"]["scheme"] == "int8"
     assert 18 <= m["opset"] <= 20 and m["ir_version"] <= 9
     assert m["source_checkpoint_sha256"] == A.file_sha256(tiny_checkpoints[1])
-    assert set(m["files"]) == {"model.onnx", "items.txt", "model.ort"}
+    assert set(m["files"]) == {"model.onnx", "items.bin", "model.ort"}
+    assert m["id_map"]["file"] == "items.bin" and m["id_map"]["form"] == "binary"
     assert {"onnxruntime", "onnx", "torch", "onnxsim", "odrec_export"} <= set(m["versions"])
     assert [i["name"] for i in m["inputs"]] == ["item_ids"]
     assert [(o["name"], o["dtype"]) for o in m["outputs"]] == [("top_ids", "int64"), ("top_scores", "float32")]
@@ -186,7 +188,7 @@ def test_no_item_table_in_file_or_in_onnxruntimes_optimised_graph(built, tmp_pat
 
 def test_same_checkpoint_and_options_give_byte_identical_files(built, tiny_checkpoints, tmp_path):
     build(tiny_checkpoints[1], tmp_path / "again", BuildOptions(quant="fp32"))
-    for name in ("model.onnx", "items.txt", "manifest.json"):
+    for name in ("model.onnx", "items.bin", "manifest.json"):
         assert (tmp_path / "again" / name).read_bytes() == (built["fp32"] / name).read_bytes(), name
 
 
@@ -205,7 +207,7 @@ def test_failed_build_leaves_nothing_and_force_replaces(tiny_checkpoints, tmp_pa
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     r = cli("build", "--ckpt", str(tiny_checkpoints[0]), "--out", str(out), "--force", "--no-simplify")
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["items.txt", "manifest.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["items.bin", "manifest.json", "model.onnx"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "empty.csv"]
 
 
@@ -254,3 +256,24 @@ def test_fp16_encoder_weights_halve_the_encoder_and_keep_fp32_arithmetic(built, 
     f_ids, f_scores = run(built["int8"], batch)
     assert np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(h_ids, f_ids)]) >= 0.95
     assert np.max(np.abs(h_scores - f_scores)) < 1e-2 * np.max(np.abs(f_scores))
+
+
+def test_id_map_forms_and_string_ids(tiny_checkpoints, tmp_path):
+    """--id-map text keeps items.txt; ids that are not canonical integers get items.txt under auto and
+    a one-line error under binary."""
+    from odrec_export.checkpoint import save_checkpoint
+
+    text = build(tiny_checkpoints[1], tmp_path / "text", BuildOptions(id_map="text"))
+    assert text["id_map"]["file"] == "items.txt" and (tmp_path / "text" / "items.txt").is_file()
+    binary = A.read_items(tmp_path / "text")
+    ckpt = load_checkpoint(tiny_checkpoints[1])
+    assert binary == [str(v) for v in ckpt.vocab]
+    ckpt.vocab = [f"sku-{v}" for v in ckpt.vocab[:-1]] + ["007"]  # "007" is no canonical integer either
+    save_checkpoint(ckpt, tmp_path / "strings.pt")
+    auto = build(tmp_path / "strings.pt", tmp_path / "auto")
+    assert auto["id_map"]["file"] == "items.txt" and A.read_items(tmp_path / "auto")[-1] == "007"
+    r = cli("build", "--ckpt", str(tmp_path / "strings.pt"), "--out", str(tmp_path / "bin"), "--id-map", "binary")
+    assert_one_line_error(r, 2, "--id-map binary", "sku-")
+    r = cli("build", "--ckpt", str(tmp_path / "strings.pt"), "--out", str(tmp_path / "bin"), "--id-map", "csv")
+    assert_one_line_error(r, 2, "--id-map")
+    assert not (tmp_path / "bin").exists()

@@ -32,7 +32,7 @@ def test_compare_three_artifacts(built):
     for a, d in zip(arts, dirs):
         m = A.read_manifest(d)
         assert a["model_bytes"] == (d / A.MODEL_FILE).stat().st_size
-        assert a["total_bytes"] == sum((d / f).stat().st_size for f in (A.MODEL_FILE, A.ITEMS_FILE, A.MANIFEST_FILE))
+        assert a["total_bytes"] == sum((d / f).stat().st_size for f in (A.MODEL_FILE, A.id_map_file(m), A.MANIFEST_FILE))
         recorded = (m.get("evaluation") or {}).get("metrics", {})
         assert a["metrics"] == {"HR@10": recorded.get("HR@10"), "NDCG@10": recorded.get("NDCG@10")}
         assert {(x["threads"], x["seq_len"]) for x in a["latency"]} == SETTINGS
@@ -120,6 +120,6 @@ def test_compare_later_broken_artifact_is_named(built, tmp_path):
 
     broken = tmp_path / "broken"
     shutil.copytree(built["fp32"], broken)
-    (broken / A.ITEMS_FILE).write_text("x\n")
+    (broken / A.ITEMS_BIN).write_bytes(b"x\n")
     r = cli("bench", "--compare", str(built["int8"]), str(broken), "--runs", "5", "--warmup", "1")
-    assert_one_line_error(r, 2, "broken", A.ITEMS_FILE)
+    assert_one_line_error(r, 2, "broken", A.ITEMS_BIN)

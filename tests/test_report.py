@@ -26,7 +26,7 @@ def test_size_report_accounts_for_every_byte(built):
     assert parts["scales"] == c["M"] * c["K"] * 4
     assert parts["codes"] == c["M"] // c["codebooks_per_index"] * n  # one uint8 index per item and pair of codebooks
     assert parts["item table (fp32)"] == 0 and parts["encoder weights"] > 0 and parts["graph overhead"] > 0
-    on_disk = sum((built["int8"] / f).stat().st_size for f in ("model.onnx", "items.txt", "manifest.json"))
+    on_disk = sum((built["int8"] / f).stat().st_size for f in ("model.onnx", A.id_map_file(m), "manifest.json"))
     assert rep["total_bytes"] == sum(parts.values()) == on_disk
     assert rep["fp32_item_table_bytes"] == (n + 1) * c["d"] * 4
     assert rep["item_compression_ratio"] == rep["fp32_item_table_bytes"] / (
@@ -39,7 +39,7 @@ def test_size_report_accounts_for_every_byte(built):
 def test_size_report_text_and_baseline_checkpoint(built, tiny_checkpoints):
     r = cli("size-report", str(built["int8"]), "--baseline", str(tiny_checkpoints[1]))
     assert r.returncode == 0, r.stderr
-    for needle in ("encoder weights", "codebooks", "codes", "scales", "graph overhead", "items.txt",
+    for needle in ("encoder weights", "codebooks", "codes", "scales", "graph overhead", "item ids",
                    "manifest.json", "x smaller", "resident memory"):
         assert needle in r.stdout
     # a different checkpoint is refused in one line

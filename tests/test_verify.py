@@ -128,7 +128,7 @@ def test_arm_reported_not_checked_when_runtime_cannot_be_provisioned(built, tmp_
 # --------------------------------------------------------------------------- damage
 
 
-@pytest.mark.parametrize("name", [A.MODEL_FILE, A.ITEMS_FILE, A.ORT_FILE])
+@pytest.mark.parametrize("name", [A.MODEL_FILE, A.ITEMS_BIN, A.ORT_FILE])
 @pytest.mark.parametrize("where", [0.0, 0.5, 0.999])
 def test_flipped_byte_fails_naming_the_file(damaged, built, name, where):
     flip_byte(damaged / name, where)
@@ -163,19 +163,39 @@ def test_manifest_claiming_another_quantisation_fails(damaged):
     assert f"{A.MODEL_FILE}: manifest quantisation fp32 but codebooks are int8" in failures(report)["integrity"]
 
 
-def test_swapped_items_lines_fail(damaged, built):
-    lines = (damaged / A.ITEMS_FILE).read_text().splitlines()
-    lines[0], lines[1] = lines[1], lines[0]
-    (damaged / A.ITEMS_FILE).write_text("".join(f"{x}\n" for x in lines))
+@pytest.mark.parametrize("form", ["text", "binary"])
+def test_swapped_items_fail(built, tmp_path, form):
+    from odrec_export import id_map
+    from odrec_export.export import BuildOptions, build
+
+    damaged = tmp_path / "artifact"
+    build(built[1], damaged, BuildOptions(id_map=form))
+    name = A.ITEMS_FILE if form == "text" else A.ITEMS_BIN
+    ids = A.read_items(damaged)
+    ids[0], ids[1] = ids[1], ids[0]
+    if form == "text":
+        (damaged / name).write_text("".join(f"{x}\n" for x in ids))
+    else:
+        (damaged / name).write_bytes(id_map.encode(np.array([int(x) for x in ids], dtype=np.uint64)))
     report = verify(damaged, ckpt=built[1], sessions=8, arm=False)
     assert report.exit_code == 1
-    assert f"{A.ITEMS_FILE}: sha256 differs from the manifest" in failures(report)["integrity"]
+    assert f"{name}: sha256 differs from the manifest" in failures(report)["integrity"]
     # Re-hashed, the files agree with the manifest: only the checkpoint's vocabulary can tell.
     rehash(damaged)
     report = verify(damaged, ckpt=built[1], sessions=8, arm=False)
     assert "integrity" not in failures(report)
+    where = "line 1" if form == "text" else "id 1"
     assert failures(report)["reference"] == [
-        f"{A.ITEMS_FILE}: line 1 does not match the checkpoint's vocabulary ({lines[0]!r} vs {lines[1]!r})"]
+        f"{name}: {where} does not match the checkpoint's vocabulary ({ids[0]!r} vs {ids[1]!r})"]
+
+
+def test_truncated_items_bin_fails_naming_it(damaged):
+    data = (damaged / A.ITEMS_BIN).read_bytes()
+    (damaged / A.ITEMS_BIN).write_bytes(data[:-3])
+    rehash(damaged)
+    report = verify(damaged, sessions=8, arm=False)
+    assert report.exit_code == 1
+    assert any(d.startswith(f"{A.ITEMS_BIN}: ") for d in failures(report)["integrity"])
 
 
 def test_one_changed_weight_fails(damaged, built):

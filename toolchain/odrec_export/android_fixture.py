@@ -10,6 +10,7 @@ catalogue, with lengths from 1 to beyond the model's maximum (the graph keeps th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -46,7 +47,25 @@ def make_fixture(folder: str | Path, seed: int = 0, per_length: int = 2) -> dict
                              "top_ids": [int(i) for i in ids[0]],
                              "top_scores": [float(s) for s in scores[0]]})
     return {"artifact": str(folder), "onnxruntime": ort.__version__, "num_items": len(items),
-            "top_k": int(manifest["top_k"]), "max_session_length": max_len, "seed": seed, "sessions": sessions}
+            "catalogue_sha256": hashlib.sha256("\n".join(items).encode()).hexdigest(),
+            "top_k": int(manifest["top_k"]), "max_session_length": max_len, "seed": seed, "sessions": sessions,
+            "id_map_cases": id_map_cases()}
+
+
+def id_map_cases() -> list[dict]:
+    """items.bin files in both encodings, with the ids they hold: the app's decoder is checked against
+    the exporter's encoder byte for byte, whichever encoding the artifact itself uses."""
+    from .id_map import decode, encode
+
+    rng = np.random.default_rng(7)
+    cases = []
+    for ids in (np.arange(1, 301, dtype=np.uint64),  # in id order: delta varint
+                rng.choice(5_000_000, size=300, replace=False).astype(np.uint64),  # arbitrary order: fixed width
+                np.array([0, (1 << 63) - 1, 12345], dtype=np.uint64)):  # the extremes
+        data = encode(ids)
+        assert (decode(data) == ids).all()
+        cases.append({"hex": data.hex(), "ids": [str(v) for v in ids.tolist()], "encoding": data[9]})
+    return cases
 
 
 def write_fixture(folder: str | Path, out: str | Path, seed: int = 0) -> Path:

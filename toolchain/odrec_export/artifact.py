@@ -17,7 +17,9 @@ FORMAT_VERSION = 1
 
 MODEL_FILE = "model.onnx"
 ORT_FILE = "model.ort"
-ITEMS_FILE = "items.txt"
+ITEMS_FILE = "items.txt"  # the id map as text; items.bin is its compact binary form (id_map.py)
+ITEMS_BIN = "items.bin"
+ID_MAP_FILES = (ITEMS_FILE, ITEMS_BIN)
 MANIFEST_FILE = "manifest.json"
 
 INPUT_NAME = "item_ids"
@@ -71,25 +73,44 @@ def read_manifest(folder: str | Path) -> dict:
     return manifest
 
 
+def id_map_file(manifest: dict) -> str:
+    """The artifact's id-map file: the manifest's ``id_map.file`` (items.txt in artifacts that predate it)."""
+    info = manifest.get("id_map")
+    name = info.get("file") if isinstance(info, dict) else ITEMS_FILE
+    if name not in ID_MAP_FILES:
+        raise ArtifactError(f"{MANIFEST_FILE}: id_map file {name!r} is not one of {', '.join(ID_MAP_FILES)}")
+    return name
+
+
 def validate(folder: str | Path) -> dict:
     """Read the manifest and check every listed file's size and sha256; returns the manifest."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     files = manifest.get("files")
-    if not isinstance(files, dict) or MODEL_FILE not in files or ITEMS_FILE not in files:
-        raise ArtifactError(f"{folder}: manifest does not list {MODEL_FILE} and {ITEMS_FILE}")
+    ids_name = id_map_file(manifest)
+    if not isinstance(files, dict) or MODEL_FILE not in files or ids_name not in files:
+        raise ArtifactError(f"{folder}: manifest does not list {MODEL_FILE} and {ids_name}")
     for name, info in files.items():
         path = folder / name
         if not path.is_file():
             raise ArtifactError(f"{folder}: {name} is listed in the manifest but missing")
         if path.stat().st_size != info.get("bytes") or file_sha256(path) != info.get("sha256"):
             raise ArtifactError(f"{folder}: {name} does not match the manifest (size or sha256 differ)")
-    items = (folder / ITEMS_FILE).read_text().splitlines()
+    items = read_items(folder, manifest)
     if len(items) != manifest.get("num_items"):
-        raise ArtifactError(f"{folder}: {ITEMS_FILE} has {len(items)} lines, manifest says {manifest.get('num_items')}")
+        raise ArtifactError(f"{folder}: {ids_name} holds {len(items)} ids, manifest says {manifest.get('num_items')}")
     return manifest
 
 
-def read_items(folder: str | Path) -> list[str]:
-    """Raw item ids: element i-1 is the raw id of index i."""
-    return (Path(folder) / ITEMS_FILE).read_text().splitlines()
+def read_items(folder: str | Path, manifest: dict | None = None) -> list[str]:
+    """Raw item ids: element i-1 is the raw id of index i (from items.txt or items.bin)."""
+    from .id_map import IdMapError, read
+
+    folder = Path(folder)
+    name = id_map_file(manifest if manifest is not None else read_manifest(folder))
+    try:
+        return read(folder / name)
+    except IdMapError as e:
+        raise ArtifactError(f"{folder}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"{folder}: {name} is not valid UTF-8 text (byte {e.start})") from None

@@ -372,7 +372,7 @@ def verify(
     ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Checkpoint for the PyTorch reference "
                                         "(default: the one the manifest names, when reachable)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Real sessions (folder or click log); "
-                                        "default: sessions sampled from items.txt."),
+                                        "default: sessions sampled from the artifact's items."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object, a field per check and platform."),
     arm: bool = typer.Option(True, "--arm/--no-arm", help="Also run onnxruntime aarch64 under qemu."),
     arm_cache: Optional[Path] = typer.Option(None, "--arm-cache", help="ARM64 runtime cache dir "
@@ -410,13 +410,15 @@ def build(
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out directory."),
     expand_top: Optional[int] = typer.Option(None, "--expand-top", help="cprec: expand only the tail blocks whose "
                                              "cluster is in the head's top-k (CpRec's fast, approximate output)."),
+    id_map: str = typer.Option("auto", "--id-map", help="Item ids: binary (items.bin, 1-3 bytes an id; integer ids "
+                               "only), text (items.txt, any ids) or auto (binary when every id is an integer)."),
 ):
-    """Freeze a checkpoint into an ONNX artifact: model.onnx, items.txt, manifest.json [, model.ort]."""
+    """Freeze a checkpoint into an ONNX artifact: model.onnx, items.bin or items.txt, manifest.json [, model.ort]."""
     from .export import BuildOptions, build as run_build
     from .metrics import format_table
 
     opts = BuildOptions(quant=quant, top_k=top_k, ort=ort_format, simplify=simplify, encoder_quant=encoder_quant,
-                        expand_top=expand_top)
+                        expand_top=expand_top, id_map=id_map)
     manifest = run_build(ckpt, out, opts, force=force, eval_data=eval_data, log=typer.echo)
     for name, info in manifest["files"].items():
         typer.echo(f"{name:<12} {info['bytes']:>12,} bytes  sha256 {info['sha256'][:16]}…")

@@ -1,7 +1,7 @@
 """bench --compare: several artifacts (one per compressor) side by side, in one interleaved run.
 
-For every artifact: the bytes of model.onnx and of the whole artifact (model.onnx + items.txt +
-manifest.json, as size-report counts it; an optional model.ort is listed apart), the bytes of its item
+For every artifact: the bytes of model.onnx and of the whole artifact (model.onnx + the id map,
+items.bin or items.txt, + manifest.json, as size-report counts it; an optional model.ort is listed apart), the bytes of its item
 representation (the manifest's ``compressor.item_representation_bytes`` when it records them, else the
 codes/codebooks/scales/item_table initializers of model.onnx), the HR@10 / NDCG@10 its manifest
 recorded at build time (``--eval-data``; "n/a" without), median onnxruntime CPU latency for batch 1
@@ -17,7 +17,7 @@ Fairness of the timings:
 - every artifact gets the same input tensors: 16 random sessions per length, item ids uniform in
   1..min(num_items) over the artifacts, so the ids are valid in every vocabulary even when the
   vocabularies differ (latency does not depend on which items a session holds; the result says
-  whether the items.txt files are identical).
+  whether the id maps are identical).
 """
 
 from __future__ import annotations
@@ -217,6 +217,6 @@ def format_compare(r: dict) -> str:
         f"memory: child process per artifact, 1 thread, session creation + {r['memory_runs']} inferences at seq 10, "
         "after onnxruntime's one-time init.",
         "HR/NDCG@10: recorded in each manifest by build --eval-data (n/a without); artifact bytes = model.onnx + "
-        "items.txt + manifest.json.",
+        "id map (items.bin or items.txt) + manifest.json.",
     ]
     return "\n".join(lines)

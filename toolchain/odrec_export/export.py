@@ -1,4 +1,4 @@
-"""Frozen model → ONNX artifact directory (model.onnx, items.txt, manifest.json, optional model.ort).
+"""Frozen model → ONNX artifact directory (model.onnx, the id map items.bin or items.txt, manifest.json, optional model.ort).
 
 The graph, in order:
 
@@ -37,6 +37,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import __version__
 from . import artifact as A
+from . import id_map
 from .errors import OdrecError, UsageError
 from .freeze import FrozenModel
 from .graph import Graph
@@ -57,6 +58,7 @@ class BuildOptions:
     simplify: bool = True
     encoder_quant: str = "fp32"
     expand_top: int | None = None  # cprec: expand only the tail blocks whose cluster is in the head's top-k
+    id_map: str = "auto"  # items.bin for integer ids (auto, binary) or items.txt (text); see id_map.py
 
 
 # --------------------------------------------------------------------------- encoder (PyTorch)
@@ -421,6 +423,8 @@ def _library_versions() -> dict:
 
 
 def check_options(opts: BuildOptions) -> None:
+    if opts.id_map not in id_map.FORMS:
+        raise UsageError(f"unknown --id-map '{opts.id_map}' (use {', '.join(id_map.FORMS)})")
     if opts.quant not in A.QUANT_SCHEMES:
         extra = " (int4: plain 4-bit rounding of the codebooks loses too much accuracy without " \
                 "quantisation-aware training)" if opts.quant == "int4" else ""
@@ -450,7 +454,8 @@ def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *
     check_options(opts)
     prepare_out_dir(out, force)
     frozen = freeze(ckpt)
-    if any("\n" in r or "\r" in r for r in frozen.vocab):
+    ids_file, _ = id_map.choose_file(frozen.vocab, opts.id_map)
+    if ids_file == A.ITEMS_FILE and any("\n" in r or "\r" in r for r in frozen.vocab):
         raise OdrecError(f"{ckpt}: a raw item id contains a line break; items.txt cannot hold it")
     if frozen.compressor != "codes" and opts.quant != "fp32":
         log(f"note: {frozen.compressor!r} checkpoint has no codebooks; --quant {opts.quant} applies to nothing "
@@ -466,12 +471,12 @@ def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *
     tmp.chmod(0o755)
     try:
         (tmp / A.MODEL_FILE).write_bytes(model.SerializeToString())
-        (tmp / A.ITEMS_FILE).write_text("".join(f"{r}\n" for r in frozen.vocab))
-        names = [A.MODEL_FILE, A.ITEMS_FILE]
+        names = [A.MODEL_FILE, id_map.write(tmp, frozen.vocab, opts.id_map)]
         if opts.ort:
             _write_ort(tmp)
             names.append(A.ORT_FILE)
         manifest = _manifest(frozen, model, opts, notes, A.describe_files(tmp, names))
+        manifest["id_map"] = _id_map_record(tmp / names[1])
         manifest["source_checkpoint"] = {"path": str(ckpt), "sha256": frozen.checkpoint_sha256}
         if eval_data is not None:
             log("evaluating the built graph through onnxruntime ...")
@@ -505,6 +510,13 @@ def _replace_dir(tmp: Path, out: Path) -> None:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _id_map_record(path: Path) -> dict:
+    if path.name == A.ITEMS_FILE:
+        return {"file": path.name, "form": "text", "encoding": "one raw id per line, UTF-8"}
+    encoding = id_map.describe(path.read_bytes())
+    return {"file": path.name, "form": "binary", "encoding": encoding}
 
 
 def _manifest(frozen: FrozenModel, model: onnx.ModelProto, opts: BuildOptions, notes: list[str], files: dict) -> dict:

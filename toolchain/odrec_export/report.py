@@ -20,7 +20,7 @@ from . import artifact as A
 from .errors import OdrecError, UsageError
 
 PARTS = ("encoder weights", "codebooks", "codes", "scales", "item table (fp32)", "item factors",
-         "repeat bonus", "graph overhead", "items.txt", "manifest.json")
+         "repeat bonus", "graph overhead", "item ids", "manifest.json")
 ITEM_PARTS = ("codebooks", "codes", "scales", "item table (fp32)", "item factors")
 FACTOR_PREFIXES = ("tt/", "stt/", "cprec/")  # tensor-train cores, CpRec blocks (heads/)
 
@@ -36,7 +36,8 @@ def _initializer_bytes(model) -> dict[str, int]:
 
 def part_sizes(folder: Path, model) -> dict[str, int]:
     """Bytes per part of model.onnx + the side files; "graph overhead" is everything in model.onnx that
-    is not a weight (nodes, names, small constants, protobuf framing)."""
+    is not a weight (nodes, names, small constants, protobuf framing); "item ids" is the id map
+    (items.txt or items.bin)."""
     inits = _initializer_bytes(model)
     named = {"codebooks": A.CODEBOOKS, "codes": A.CODES, "scales": A.CODEBOOK_SCALES,
              "item table (fp32)": A.ITEM_TABLE, "repeat bonus": A.REPEAT_WEIGHTS}
@@ -48,7 +49,7 @@ def part_sizes(folder: Path, model) -> dict[str, int]:
     model_bytes = (folder / A.MODEL_FILE).stat().st_size
     parts["graph overhead"] = (model_bytes - parts["encoder weights"] - parts["repeat bonus"]
                                - sum(parts[p] for p in ITEM_PARTS))
-    parts["items.txt"] = (folder / A.ITEMS_FILE).stat().st_size
+    parts["item ids"] = (folder / A.id_map_file(A.read_manifest(folder))).stat().st_size
     parts["manifest.json"] = (folder / A.MANIFEST_FILE).stat().st_size
     return parts
 
@@ -77,7 +78,7 @@ def size_report(folder: str | Path, baseline_ckpt: str | Path | None = None, mea
             + _encoder_fp32_bytes(model) - parts["encoder weights"]
         report["baseline"] = {"source": "computed: the artifact with an fp32 (N+1)×d table "
                                         "and fp32 encoder weights", "model_bytes": base_model_bytes}
-    base_total = base_model_bytes + parts["items.txt"] + parts["manifest.json"]
+    base_total = base_model_bytes + parts["item ids"] + parts["manifest.json"]
     report["baseline"]["total_bytes"] = base_total
     report["artifact_compression_ratio"] = base_total / total
     if (folder / A.ORT_FILE).is_file():

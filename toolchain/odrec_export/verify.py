@@ -3,7 +3,7 @@
 Checks, each reported per platform (see docs/parity.md for what "parity" means here):
 
 1. integrity: every file's size and sha256 against the manifest, the manifest in its canonical form,
-   items.txt, and the graph (loads, opset, IR version, input/output names and dtypes, tables);
+   the id map, and the graph (loads, opset, IR version, input/output names and dtypes, tables);
 2. contract (x86-64): outputs of onnxruntime on this host have the contract's shape, ids in 1..N,
    descending scores, no NaN, and the same answer twice; ort-format: model.ort, when present,
    answers like model.onnx;
@@ -13,7 +13,7 @@ Checks, each reported per platform (see docs/parity.md for what "parity" means h
 
 Parity rule (the same for every comparison): scores at every rank within ``SCORE_RTOL`` × max(1, |top score|)
 of the row, and top-k ids identical except where the scores involved tie within that tolerance.
-Inputs: real sessions (from ``--data``, or sampled from items.txt) plus edge cases.
+Inputs: real sessions (from ``--data``, or sampled from the id map) plus edge cases.
 """
 
 from __future__ import annotations
@@ -139,9 +139,14 @@ def check_integrity(folder: Path) -> tuple[Check, dict | None, object, list[str]
     if bad:  # nothing below can be interpreted without them
         return check, None, None, None
 
+    try:
+        ids_name = A.id_map_file(manifest)
+    except A.ArtifactError as e:
+        check.fail(str(e))
+        return check, None, None, None
     files = manifest.get("files")
-    if not isinstance(files, dict) or A.MODEL_FILE not in files or A.ITEMS_FILE not in files:
-        check.fail(f"{A.MANIFEST_FILE}: field 'files' does not list {A.MODEL_FILE} and {A.ITEMS_FILE}")
+    if not isinstance(files, dict) or A.MODEL_FILE not in files or ids_name not in files:
+        check.fail(f"{A.MANIFEST_FILE}: field 'files' does not list {A.MODEL_FILE} and {ids_name}")
         files = files if isinstance(files, dict) else {}
     for name, info in sorted(files.items()):
         path = folder / name
@@ -159,16 +164,16 @@ def check_integrity(folder: Path) -> tuple[Check, dict | None, object, list[str]
 
     num_items = manifest.get("num_items")
     items = None
-    if (folder / A.ITEMS_FILE).is_file():
+    if (folder / ids_name).is_file():
         try:
-            items = A.read_items(folder)
-        except UnicodeDecodeError as e:
-            check.fail(f"{A.ITEMS_FILE}: not valid UTF-8 text (byte {e.start})")
+            items = A.read_items(folder, manifest)
+        except A.ArtifactError as e:
+            check.fail(str(e).removeprefix(f"{folder}: "))
             return check, manifest, None, None
         if len(items) != num_items:
-            check.fail(f"{A.ITEMS_FILE}: {len(items)} lines, manifest num_items is {num_items}")
+            check.fail(f"{ids_name}: {len(items)} ids, manifest num_items is {num_items}")
         if len(set(items)) != len(items):
-            check.fail(f"{A.ITEMS_FILE}: duplicate raw item ids")
+            check.fail(f"{ids_name}: duplicate raw item ids")
 
     model = None
     model_path = folder / A.MODEL_FILE
@@ -300,7 +305,7 @@ def build_cases(num_items: int, max_len: int, real: list[list[int]], real_name: 
 
 
 def real_sessions(manifest: dict, items: list[str], data: Path | None, count: int) -> tuple[list[list[int]], str]:
-    """Session prefixes (artifact indices) from --data, or random sessions over items.txt."""
+    """Session prefixes (artifact indices) from --data, or random sessions over the id map."""
     from .data import Vocabulary, load_sessions
     from .evaluate import remap_samples
 
@@ -507,7 +512,9 @@ def reference_outputs(ckpt_path: Path, manifest: dict, items: list[str], cases: 
         raise VerifyInputError(str(e)) from None
     if [str(v) for v in ckpt.vocab] != items:
         bad = next((i for i, (a, b) in enumerate(zip(ckpt.vocab, items)) if str(a) != b), min(len(items), len(ckpt.vocab)))
-        raise ReferenceMismatch(f"{A.ITEMS_FILE}: line {bad + 1} does not match the checkpoint's vocabulary "
+        name = A.id_map_file(manifest)
+        where = f"line {bad + 1}" if name == A.ITEMS_FILE else f"id {bad + 1}"
+        raise ReferenceMismatch(f"{name}: {where} does not match the checkpoint's vocabulary "
                              f"({items[bad] if bad < len(items) else 'missing'!r} vs "
                              f"{str(ckpt.vocab[bad]) if bad < len(ckpt.vocab) else 'missing'!r})")
     quant = quant_scheme(manifest) or "fp32"

@@ -14,19 +14,19 @@ import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.Collections;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 
 /**
- * On-device next-item inference over an odrec-export artifact (model.onnx, items.txt, manifest.json).
+ * On-device next-item inference over an odrec-export artifact (model.onnx, the id map items.bin or
+ * items.txt, manifest.json).
  * Android-free on purpose: the app opens assets through {@link AssetOpener}, and the host JVM test
  * opens files from a directory, so the very same code path is tested off the phone.
  */
 public final class Recommender implements AutoCloseable {
     public static final String MODEL = "model.onnx";
-    public static final String ITEMS = "items.txt";
+    public static final String ITEMS = ItemIds.TEXT;  // the id map of artifacts whose manifest names none
     public static final String MANIFEST = "manifest.json";
     public static final String FORMAT = "odrec-export-artifact";
     public static final int FORMAT_VERSION = 1;
@@ -47,7 +47,7 @@ public final class Recommender implements AutoCloseable {
 
     public static final class Item {
         public final int index;      // 1..N, the model's item index
-        public final String rawId;   // items.txt line `index`
+        public final String rawId;   // the id map's entry for `index`
         public final float score;
         Item(int index, String rawId, float score) { this.index = index; this.rawId = rawId; this.score = score; }
     }
@@ -61,19 +61,17 @@ public final class Recommender implements AutoCloseable {
     private final OrtEnvironment env;
     private final OrtSession session;
     private final Map<String, Object> manifest;
-    private final List<String> items;               // items.get(i - 1) is the raw id of index i
-    private final Map<String, Integer> indexOf;
+    private final ItemIds items;
     private final int topK;
     private final int maxSessionLength;
     private final long modelBytes;
 
     private Recommender(OrtEnvironment env, OrtSession session, Map<String, Object> manifest,
-                        List<String> items, Map<String, Integer> indexOf, int topK, int maxLen, long modelBytes) {
+                        ItemIds items, int topK, int maxLen, long modelBytes) {
         this.env = env;
         this.session = session;
         this.manifest = manifest;
         this.items = items;
-        this.indexOf = indexOf;
         this.topK = topK;
         this.maxSessionLength = maxLen;
         this.modelBytes = modelBytes;
@@ -97,13 +95,8 @@ public final class Recommender implements AutoCloseable {
         }
 
         byte[] model = readChecked(opener, manifest, MODEL);
-        List<String> items = parseItems(readChecked(opener, manifest, ITEMS), numItems);
-        Map<String, Integer> indexOf = new HashMap<>();
-        for (int i = 0; i < items.size(); i++) {
-            if (indexOf.put(items.get(i), i + 1) != null) {
-                throw new ArtifactException("items.txt: item id '" + items.get(i) + "' appears twice (line " + (i + 1) + ")");
-            }
-        }
+        String idFile = idMapFile(manifest);
+        ItemIds items = ItemIds.read(idFile, readChecked(opener, manifest, idFile), numItems);
 
         OrtEnvironment env = OrtEnvironment.getEnvironment();
         OrtSession session;
@@ -119,15 +112,17 @@ public final class Recommender implements AutoCloseable {
             closeQuietly(session);
             throw e;
         }
-        return new Recommender(env, session, manifest, Collections.unmodifiableList(items), indexOf, topK, maxLen, model.length);
+        return new Recommender(env, session, manifest, items, topK, maxLen, model.length);
     }
 
     public int numItems() { return items.size(); }
+    /** The id-map file this artifact ships: items.bin (integer ids) or items.txt. */
+    public String idMapFile() { return idMapFile(manifest); }
     public int topK() { return topK; }
     public int maxSessionLength() { return maxSessionLength; }
     public long modelBytes() { return modelBytes; }
     /** The catalogue: raw item ids in index order (index i is element i - 1). */
-    public List<String> catalogue() { return items; }
+    public List<String> catalogue() { return Collections.unmodifiableList(items.asList()); }
     public Map<String, Object> manifest() { return manifest; }
 
     /**
@@ -165,8 +160,8 @@ public final class Recommender implements AutoCloseable {
         if (kept.isEmpty()) return new long[] {0};  // all padding: the graph still returns a valid top-k
         long[] ids = new long[kept.size()];
         for (int i = 0; i < ids.length; i++) {
-            Integer idx = indexOf.get(kept.get(i));
-            if (idx == null) throw new IllegalArgumentException("unknown item id '" + kept.get(i) + "' (not in items.txt)");
+            int idx = items.index(kept.get(i));
+            if (idx == 0) throw new IllegalArgumentException("unknown item id '" + kept.get(i) + "' (not in the catalogue)");
             ids[i] = idx;
         }
         return ids;
@@ -193,7 +188,7 @@ public final class Recommender implements AutoCloseable {
             if (idx < 1 || idx > items.size()) {
                 throw new IllegalStateException("model returned item index " + idx + " outside 1.." + items.size());
             }
-            result.add(new Item(idx, items.get(idx - 1), topScores[0][j]));
+            result.add(new Item(idx, items.raw(idx), topScores[0][j]));
         }
         return new Result(result, nanos);
     }
@@ -272,21 +267,11 @@ public final class Recommender implements AutoCloseable {
         return data;
     }
 
-    private static List<String> parseItems(byte[] data, int numItems) throws ArtifactException {
-        String text = new String(data, StandardCharsets.UTF_8);
-        if (text.endsWith("\n")) text = text.substring(0, text.length() - 1);
-        String[] lines = text.isEmpty() ? new String[0] : text.split("\n", -1);
-        if (lines.length != numItems) {
-            throw new ArtifactException("items.txt has " + lines.length + " items but manifest.json says num_items "
-                    + numItems + " (mismatched artifact)");
-        }
-        List<String> items = new ArrayList<>(lines.length);
-        for (int i = 0; i < lines.length; i++) {
-            String id = lines[i].endsWith("\r") ? lines[i].substring(0, lines[i].length() - 1) : lines[i];
-            if (id.isEmpty()) throw new ArtifactException("items.txt: line " + (i + 1) + " is empty");
-            items.add(id);
-        }
-        return items;
+    /** The manifest's "id_map": {"file": ...}; artifacts written before it existed ship items.txt. */
+    private static String idMapFile(Map<String, Object> manifest) {
+        Object m = manifest.get("id_map");
+        if (m instanceof Map && ((Map<?, ?>) m).get("file") instanceof String) return (String) ((Map<?, ?>) m).get("file");
+        return ItemIds.TEXT;
     }
 
     private static void checkSignature(OrtSession s) throws ArtifactException {

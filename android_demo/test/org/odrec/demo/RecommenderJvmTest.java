@@ -87,11 +87,34 @@ public final class RecommenderJvmTest {
                     require(rec.accuracyFigures().toString().contains("HR@10"), "no HR@10 in " + rec.accuracyFigures()));
         }
         List<?> sessions = (List<?>) fixture.get("sessions");
-        check("catalogue matches items.txt (" + rec.numItems() + " items)", () -> {
+        check("catalogue matches " + rec.idMapFile() + " as Python reads it (" + rec.numItems() + " items)", () -> {
             require(rec.numItems() == ((Number) fixture.get("num_items")).intValue(), "num_items differs");
-            List<String> lines = Files.readAllLines(dir.resolve(Recommender.ITEMS), StandardCharsets.UTF_8);
-            require(rec.catalogue().equals(lines), "catalogue differs from items.txt");
+            String joined = String.join("\n", rec.catalogue());
+            require(Recommender.sha256(joined.getBytes(StandardCharsets.UTF_8)).equals(fixture.get("catalogue_sha256")),
+                    "catalogue differs from the exporter's");
+            for (int i = 1; i <= rec.numItems(); i += Math.max(1, rec.numItems() / 1000)) {
+                require(rec.toIds(Arrays.asList(rec.catalogue().get(i - 1)))[0] == i, "raw id of index " + i + " maps back elsewhere");
+            }
         });
+        for (Object o : (List<?>) fixture.get("id_map_cases")) {
+            Map<?, ?> c = (Map<?, ?>) o;
+            List<String> want = strings(c.get("ids"));
+            check("items.bin encoding " + c.get("encoding") + " decodes as the exporter wrote it (" + want.size() + " ids)", () -> {
+                String hex = (String) c.get("hex");
+                byte[] data = new byte[hex.length() / 2];
+                for (int i = 0; i < data.length; i++) data[i] = (byte) Integer.parseInt(hex.substring(2 * i, 2 * i + 2), 16);
+                ItemIds ids = ItemIds.fromBinary(data, want.size());
+                require(ids.asList().equals(want), "decoded ids differ");
+                for (int i = 0; i < want.size(); i++) require(ids.index(want.get(i)) == i + 1, "lookup of " + want.get(i));
+                require(ids.index("0" + want.get(0)) == 0 && ids.index("x") == 0, "non-canonical ids must not match");
+                try {
+                    ItemIds.fromBinary(Arrays.copyOf(data, data.length - 1), want.size());
+                    throw new AssertionError("accepted a truncated items.bin");
+                } catch (Recommender.ArtifactException e) {
+                    require(e.getMessage().contains("items.bin"), e.getMessage());
+                }
+            });
+        }
         for (int s = 0; s < sessions.size(); s++) {
             Map<?, ?> f = (Map<?, ?>) sessions.get(s);
             List<String> items = strings(f.get("items"));
@@ -140,7 +163,8 @@ public final class RecommenderJvmTest {
         });
 
         byte[] model = Files.readAllBytes(dir.resolve(Recommender.MODEL));
-        byte[] items = Files.readAllBytes(dir.resolve(Recommender.ITEMS));
+        String idFile = rec.idMapFile();
+        byte[] items = Files.readAllBytes(dir.resolve(idFile));
         String manifest = new String(Files.readAllBytes(dir.resolve(Recommender.MANIFEST)), StandardCharsets.UTF_8);
         check("corrupted model.onnx (one byte flipped) is a clear error", () -> {
             byte[] bad = model.clone();
@@ -149,9 +173,10 @@ public final class RecommenderJvmTest {
         });
         check("truncated model.onnx is a clear error", () ->
                 expectLoadError(dir, Recommender.MODEL, Arrays.copyOf(model, model.length / 2), "model.onnx is corrupted"));
-        check("items.txt from another artifact is a clear error", () -> {
-            byte[] bad = (new String(items, StandardCharsets.UTF_8) + "extra-item\n").getBytes(StandardCharsets.UTF_8);
-            expectLoadError(dir, Recommender.ITEMS, bad, "items.txt is corrupted");
+        check(idFile + " from another artifact is a clear error", () -> {
+            byte[] bad = Arrays.copyOf(items, items.length + 1);
+            bad[items.length] = '\n';
+            expectLoadError(dir, idFile, bad, idFile + " is corrupted");
         });
         check("manifest with a mismatched num_items is a clear error", () -> {
             String bad = manifest.replaceFirst("\"num_items\"\\s*:\\s*\\d+", "\"num_items\": " + (rec.numItems() + 1));
