@@ -99,9 +99,21 @@ def test_chunked_head_keeps_codes_narrow_after_onnxruntimes_optimisations(synthe
 
 
 @needs_shared
+def test_synth_catalogue_of_a_teacher_builds_a_fresh_table(tiny_checkpoints, tmp_path):
+    """Other compressors get their item table made afresh for N items (here the plain table)."""
+    r = cli("synth-catalogue", "--like", str(tiny_checkpoints[0]), "--items", "500", "--out", str(tmp_path / "t.pt"))
+    assert r.returncode == 0, r.stderr
+    ckpt, source = load_checkpoint(tmp_path / "t.pt"), load_checkpoint(tiny_checkpoints[0])
+    assert ckpt.kind == "teacher" and ckpt.state_dict["items.weight"].shape == (501, source.config["encoder"]["dim"])
+    assert all((ckpt.state_dict[n] == t).all() for n, t in source.state_dict.items() if n.startswith("encoder."))
+    manifest = build(tmp_path / "t.pt", tmp_path / "art", BuildOptions(quant="fp32"))
+    assert manifest["synthetic"]["items"] == 500
+
+
+@needs_shared
 def test_synth_catalogue_errors_are_one_line(tiny_checkpoints, tmp_path):
-    r = cli("synth-catalogue", "--like", str(tiny_checkpoints[0]), "--items", "100", "--out", str(tmp_path / "x.pt"))
-    assert_one_line_error(r, 1, "codes student")
+    r = cli("synth-catalogue", "--like", str(tiny_checkpoints[1]), "--items", "100", "--out", str(tiny_checkpoints[1]))
+    assert_one_line_error(r, 2, "--like checkpoint itself")
     r = cli("synth-catalogue", "--like", str(tmp_path / "missing.pt"), "--items", "100", "--out", str(tmp_path / "x.pt"))
     assert_one_line_error(r, 1, "missing.pt")
     r = cli("synth-catalogue", "--like", str(tiny_checkpoints[1]), "--items", "0", "--out", str(tmp_path / "x.pt"))

@@ -1,5 +1,8 @@
-"""``synth-catalogue``: a codes checkpoint with another checkpoint's encoder, codebooks and repeat bonus,
-and N items with random codes, to measure how an artifact scales with the catalogue.
+"""``synth-catalogue``: a checkpoint with another checkpoint's encoder and repeat bonus and N items, to
+measure how an artifact scales with the catalogue. A codes student keeps its codebooks and gets
+random codes; any other compressor (tt, stt, cprec, none) gets its item table built afresh for N
+items with its own settings and random initial weights, so that compressors can be timed side by
+side at any catalogue size.
 
 The result recommends nothing meaningful: it exists so that anyone can build, verify and bench an
 artifact of 1M or 5M items without such a data set. It says so everywhere: its provenance holds
@@ -15,10 +18,10 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .errors import CheckpointError, UsageError
+from .errors import UsageError
 from .files import file_sha256
 
-SYNTHETIC_NOTE = "SYNTHETIC catalogue: random codes and ids, for measuring scale, not accuracy"
+SYNTHETIC_NOTE = "SYNTHETIC catalogue: random item representation and ids, for measuring scale, not accuracy"
 
 
 def synth_catalogue(like: str | Path, items: int, out: str | Path, seed: int = 0) -> dict:
@@ -29,19 +32,33 @@ def synth_catalogue(like: str | Path, items: int, out: str | Path, seed: int = 0
     if out.resolve() == like.resolve():
         raise UsageError(f"--out {out} is the --like checkpoint itself")
     source = load_checkpoint(like)
-    if source.config.get("compressor") != "codes":
-        raise CheckpointError(f"{like}: synth-catalogue needs a codes student, this is "
-                              f"{source.config.get('compressor', 'none')!r}")
-    m, k = int(source.config["items"]["m"]), int(source.config["items"]["k"])
     rng = np.random.default_rng(seed)
-    codes = torch.from_numpy(rng.integers(0, k, size=(items + 1, m)).astype(np.int64))
-    codes[0] = 0  # padding
-    ids = rng.choice(10 * items, size=items, replace=False) + 1
-    state = {name: t for name, t in source.state_dict.items() if name != "items.codes"}
-    state["items.codes"] = codes.to(source.state_dict["items.codes"].dtype).contiguous()
     config = dict(source.config, encoder=dict(source.config["encoder"], num_items=items))
+    if source.config.get("compressor") == "codes":
+        state = _random_codes(source, items, rng)
+    else:  # the tensor trains' item grid (I1 × I2 ≥ N+1) follows N: let the table choose it again
+        config["items"] = {k: v for k, v in (source.config.get("items") or {}).items() if k != "item_shape"}
+        state = _fresh_item_table(source, config, seed)
+    ids = rng.choice(10 * items, size=items, replace=False) + 1
     record = {"note": SYNTHETIC_NOTE, "items": items, "seed": seed, "like": str(like),
               "like_sha256": file_sha256(like)}
     provenance = {"synthetic": record, "data_source": "synthetic"}
-    save_checkpoint(Checkpoint("student", config, [str(i) for i in ids], state, provenance), out)
+    save_checkpoint(Checkpoint(source.kind, config, [str(i) for i in ids], state, provenance), out)
     return record
+
+
+def _random_codes(source: Checkpoint, items: int, rng) -> dict:
+    m, k = int(source.config["items"]["m"]), int(source.config["items"]["k"])
+    codes = torch.from_numpy(rng.integers(0, k, size=(items + 1, m)).astype(np.int64))
+    codes[0] = 0  # padding
+    state = {name: t for name, t in source.state_dict.items() if name != "items.codes"}
+    state["items.codes"] = codes.to(source.state_dict["items.codes"].dtype).contiguous()
+    return state
+
+
+def _fresh_item_table(source: Checkpoint, config: dict, seed: int) -> dict:
+    from .models.registry import build_model
+
+    torch.manual_seed(seed)
+    fresh = build_model(config).state_dict()
+    return {name: (source.state_dict[name] if not name.startswith("items.") else t) for name, t in fresh.items()}
