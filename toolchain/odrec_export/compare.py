@@ -114,7 +114,7 @@ def compare(folders: Sequence[str | Path], *, runs: int = 300, warmup: int = 30,
         sessions = []
         for f in folders:
             try:
-                sessions.append(ort_session(f / A.MODEL_FILE, threads=t))
+                sessions.append(ort_session(f / A.MODEL_FILE, threads=t, spin=False))
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
                 why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
                 raise OdrecError(f"{f}: onnxruntime could not load {A.MODEL_FILE}: {why}") from None

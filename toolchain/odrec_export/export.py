@@ -346,13 +346,17 @@ def build_model(frozen: FrozenModel, opts: BuildOptions) -> tuple[onnx.ModelProt
 # --------------------------------------------------------------------------- evaluation through onnxruntime
 
 
-def ort_session(model: onnx.ModelProto | str | Path, threads: int = 1, **session_kwargs):
+def ort_session(model: onnx.ModelProto | str | Path, threads: int = 1, spin: bool = True, **session_kwargs):
+    """onnxruntime CPU session. ``spin=False`` stops idle worker threads from spin-waiting: benchmarks
+    that keep several multi-threaded sessions open use it, or the idle ones steal the cores."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"], **session_kwargs)
 

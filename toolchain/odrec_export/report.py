@@ -277,10 +277,12 @@ SPREAD_WARNING = 1.5  # p90 / p10 of one model's runs above this: the machine wa
 
 
 def _interleaved(sessions: dict, inputs: list, runs: int, warmup: int) -> dict[str, np.ndarray]:
-    """Seconds per run of every session, run i of each before run i+1 of any (same machine state)."""
+    """Seconds per run of every session, run i of each before run i+1 of any (same machine state). The
+    first of each round rotates, so no model always runs in the caches another one just trampled."""
     times = {k: [] for k in sessions}
+    order = list(sessions.items())
     for i in range(warmup + runs):
-        for k, s in sessions.items():
+        for k, s in order[i % len(order):] + order[:i % len(order)]:
             t0 = time.perf_counter()
             s.run(None, {A.INPUT_NAME: inputs[i % len(inputs)]})
             if i >= warmup:
@@ -301,8 +303,9 @@ def _cpu_name() -> str:
 
 def bench(folder: str | Path, *, runs: int = 300, warmup: int = 30, threads=(1, 2), seq_lens=(10, 50),
           memory_runs: int = 100, workdir: str | Path | None = None) -> dict:
-    """Latency of artifact vs baseline, interleaved run by run, each also cut at the session vector
-    (the prefix: cleaning, lookup, encoder; head = whole − prefix); child-process memory for each."""
+    """Latency of artifact vs baseline, interleaved run by run; then of each cut at the session vector
+    (the prefix: cleaning, lookup, encoder), interleaved the same way; head = whole − prefix (so it
+    also carries what a whole run loses to caches the other model flushed). Child-process memory."""
     import os
     import tempfile
 
@@ -329,11 +332,16 @@ def bench(folder: str | Path, *, runs: int = 300, warmup: int = 30, threads=(1, 
         rng = np.random.default_rng(0)
         latency = []
         for t in threads:
-            sessions = {k: ort_session(p, threads=t) for k, p in paths.items()}
+            sessions = {k: ort_session(p, threads=t, spin=False) for k, p in paths.items()}
+            wholes = {k: sessions[k] for k in ("artifact", "baseline")}
+            prefixes = {k: sessions[k] for k in ("artifact prefix", "baseline prefix")}
             for length in seq_lens:
                 inputs = [rng.integers(1, n + 1, size=(1, length), dtype=np.int64) for _ in range(16)]
-                latency.append(_latency_row(_interleaved(sessions, inputs, runs, warmup), t, length, n))
-            del sessions
+                # wholes and prefixes in two loops, so a prefix never runs in the caches a whole model
+                # just flushed (at 1M items that alone cost it ~200 µs)
+                times = {**_interleaved(wholes, inputs, runs, warmup), **_interleaved(prefixes, inputs, runs, warmup)}
+                latency.append(_latency_row(times, t, length, n))
+            del sessions, wholes, prefixes
         memory = {k: probe_memory(paths[k], n, threads=1, runs=memory_runs, seq_len=10) for k in ("artifact", "baseline")}
     for m in memory.values():
         m["rss_growth_bytes_per_item"] = m["rss_growth_mib"] * 2**20 / n
