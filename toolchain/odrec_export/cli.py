@@ -78,6 +78,10 @@ TimeColOpt = typer.Option(None, help="Column ordering clicks in a session (defau
 DateColOpt = typer.Option(None, help="Column dating a session for the time split (default: eventdate/date if present).")
 TestDaysOpt = typer.Option(7, help="Raw logs: sessions of the last N days form the test set.")
 ValidOpt = typer.Option(0.1, help="Fraction of training sessions (the latest) held out for model selection.")
+LossOpt = typer.Option("full", "--loss", help="full: softmax over all items (exact, O(N) a step); sampled: over the "
+                       "target and --negatives items shared by the batch, drawn by click frequency with the log-Q "
+                       "correction (a step costs what it touches; see docs/training.md).")
+NegativesOpt = typer.Option(1024, "--negatives", min=1, help="--loss sampled: negatives per step, shared by the batch.")
 
 
 @app.command()
@@ -133,6 +137,7 @@ def train(
     teacher_lr: Optional[float] = typer.Option(None, "--teacher-lr", min=0.0, help="Students, bidirectional: the "
                                                "teacher's learning rate (default: --lr; 0 keeps it fixed)."),
     code_steps: int = typer.Option(300, min=1, help="codes: code-learning steps (full item table each)."),
+    loss: str = LossOpt, negatives: int = NegativesOpt,
     init: Optional[Path] = typer.Option(None, "--init", help="Continue a stopped or finished run from its "
                                         "checkpoint: a teacher's (no --teacher), or, with --teacher, a student's "
                                         "(no code learning; its compressor is kept). --dim, --m etc. are ignored."),
@@ -145,6 +150,7 @@ def train(
     from .data import load_sessions
     from .errors import UsageError
     from .metrics import format_table
+    from .sampled import check_loss
     from .train import TrainConfig, lr_factor, resolve_device, train_teacher
 
     compressors = ("none", "codes", "tt", "stt", "cprec")
@@ -161,8 +167,10 @@ def train(
     if share not in SHARE_MODES:
         raise UsageError(f"unknown --share '{share}' (use {', '.join(SHARE_MODES)})")
     lr_factor(lr_schedule, 0.0)  # an unknown schedule fails before the data loads
+    check_loss(loss, negatives)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
-                      device=resolve_device(device), max_batches=max_batches, lr_schedule=lr_schedule)
+                      device=resolve_device(device), max_batches=max_batches, lr_schedule=lr_schedule,
+                      loss=loss, negatives=negatives)
     sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
                                              test_days, valid_fraction))
     typer.echo(f"data: {json.dumps(sessions.report)}")
@@ -334,6 +342,7 @@ def finetune(
     patience: int = typer.Option(1, min=1, help="Epochs without validation gain before stopping."),
     seed: int = typer.Option(0, help="Random seed."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
+    loss: str = LossOpt, negatives: int = NegativesOpt,
     delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
     item_col: Optional[str] = ItemColOpt, time_col: Optional[str] = TimeColOpt,
     date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
@@ -345,6 +354,7 @@ def finetune(
     from .errors import UsageError
     from .finetune import OBJECTIVES, finetune as finetune_model, load_for_finetune
     from .metrics import format_table
+    from .sampled import check_loss
     from .train import TrainConfig, lr_factor, resolve_device
 
     if objective not in OBJECTIVES:
@@ -352,8 +362,10 @@ def finetune(
     if out.resolve() == ckpt.resolve():  # the run saves as it goes: a stopped run would lose the original
         raise UsageError("--out must not be --ckpt: write the fine-tuned model to a new file")
     lr_factor(lr_schedule, 0.0)  # an unknown schedule fails before the data loads
+    check_loss(loss, negatives)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
-                      device=resolve_device(device), max_batches=max_batches, lr_schedule=lr_schedule)
+                      device=resolve_device(device), max_batches=max_batches, lr_schedule=lr_schedule,
+                      loss=loss, negatives=negatives)
     sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
                                              test_days, valid_fraction))
     checkpoint = load_for_finetune(ckpt, sessions)

@@ -48,8 +48,9 @@ from .models.codes import CodesItemTable
 from .models.recommender import SessionRecommender
 from .models.registry import build_model, model_from_checkpoint
 from .repeat_fit import without_repeat_bonus
-from .train import (BestEpoch, Progress, SampleBatches, TrainConfig, environment, lr_factor, no_progress,
-                    resolve_device, schedule_lr)
+from .sampled import NegativeSampler, Negatives, candidate_log_probs, candidates, check_loss, sampled_cross_entropy
+from .train import (BestEpoch, Optimiser, Progress, SampleBatches, TrainConfig, environment, lr_factor, no_progress,
+                    param_groups, resolve_device, schedule_lr)
 
 
 @dataclass
@@ -127,15 +128,22 @@ class Distiller(nn.Module):
         self.register_buffer("hot", hot)
         self.eta = cfg.eta
 
-    def loss(self, ids: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def loss(self, ids: torch.Tensor, targets: torch.Tensor,
+             sample: Negatives | None = None) -> tuple[torch.Tensor, dict]:
+        """The step's loss over all items, or with ``sample``'s shared negatives: sampled cross-entropies,
+        and the soft targets and item-vector matching on the candidate set (targets + negatives)."""
         cfg, t, s = self.cfg, self.teacher, self.student
         hot_ids = ids * self.hot[ids]
         cold_ids = ids * ~self.hot[ids]
+        cands = candidates(targets, sample.items) if sample is not None else None
         with torch.set_grad_enabled(cfg.bidirectional and torch.is_grad_enabled()):
-            t_table = t.items.table()
             t_sess = t.encoder(t.items.lookup(ids), ids)
             t_hot, t_cold = t.session_vectors(hot_ids), t.session_vectors(cold_ids)
-            t_logp = t.items.log_probs(t_sess, t_table)
+            if sample is None:
+                t_table = t.items.table()
+                t_logp = t.items.log_probs(t_sess, t_table)
+            else:
+                t_logp = candidate_log_probs(t_sess, t.items, cands)
 
         def s_encode(sub_ids):  # mix-up of the input vectors only; the teacher side is a fixed target
             vectors = s.items.lookup(sub_ids)
@@ -143,24 +151,30 @@ class Distiller(nn.Module):
                 vectors = self.eta * t.items.lookup(sub_ids).detach() + (1 - self.eta) * vectors
             return s.encoder(vectors, sub_ids)
 
-        s_table = s.items.table()  # built once per step from the student's compressed form
         s_sess, s_hot, s_cold = s_encode(ids), s_encode(hot_ids), s_encode(cold_ids)
-        s_logp = s.items.log_probs(s_sess, s_table)
-
-        l_rec = F.nll_loss(s_logp, targets - 1)
-        ref = t_table[1:].detach()
-        l_mse = (s_table[1:] - ref).pow(2).mean() / ref.pow(2).mean()
+        if sample is None:
+            s_table = s.items.table()  # built once per step from the student's compressed form
+            s_logp = s.items.log_probs(s_sess, s_table)
+            l_rec = F.nll_loss(s_logp, targets - 1)
+            mine, ref = s_table[1:], t_table[1:].detach()
+        else:  # only the vectors of the items this step touches
+            s_logp = candidate_log_probs(s_sess, s.items, cands)
+            l_rec = sampled_cross_entropy(s_sess, s.items, targets, sample.items, sample.log_expected)
+            mine, ref = s.items.lookup(cands), t.items.lookup(cands).detach()
+        l_mse = (mine - ref).pow(2).mean() / ref.pow(2).mean()
         z_s = self.proj(torch.cat([s_hot, t_cold], 1))
         l_con = info_nce(z_s, self.proj(torch.cat([t_hot, s_cold], 1)), cfg.tau)
         l_soft = kl(t_logp.detach(), s_logp)
         total = l_rec + cfg.mse * l_mse + cfg.beta * l_con + cfg.gamma * l_soft
         parts = {"rec": l_rec.item(), "mse": l_mse.item(), "con": l_con.item(), "soft": l_soft.item()}
         if cfg.predictive:
-            l_pred = F.nll_loss(s.items.log_probs(z_s, s_table), targets - 1)
+            l_pred = (F.nll_loss(s.items.log_probs(z_s, s_table), targets - 1) if sample is None else
+                      sampled_cross_entropy(z_s, s.items, targets, sample.items, sample.log_expected))
             total = total + cfg.predictive * l_pred
             parts["pred"] = l_pred.item()
         if cfg.bidirectional:
-            t_rec = F.nll_loss(t_logp, targets - 1)
+            t_rec = (F.nll_loss(t_logp, targets - 1) if sample is None else
+                     sampled_cross_entropy(t_sess, t.items, targets, sample.items, sample.log_expected))
             t_soft = kl(s_logp.detach(), t_logp)
             total = total + t_rec + cfg.gamma * t_soft
             parts.update({"teacher_rec": t_rec.item(), "teacher_soft": t_soft.item()})
@@ -176,14 +190,17 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
     device = resolve_device(train_cfg.device)
     torch.manual_seed(train_cfg.seed)
     distiller = Distiller(teacher, student, hot_items(data, cfg.hot_fraction), cfg).to(device)
-    groups = [{"params": list(student.parameters()) + list(distiller.proj.parameters()), "lr": train_cfg.lr}]
+    check_loss(train_cfg.loss, train_cfg.negatives, student.items)
+    groups = param_groups(student, train_cfg.lr, train_cfg.loss)
+    groups[0]["params"] += list(distiller.proj.parameters())
     if cfg.bidirectional:
-        groups.append({"params": list(teacher.parameters()),
-                       "lr": train_cfg.lr if cfg.teacher_lr is None else cfg.teacher_lr})
+        groups += param_groups(teacher, train_cfg.lr if cfg.teacher_lr is None else cfg.teacher_lr, train_cfg.loss)
     else:
         for p in teacher.parameters():
             p.requires_grad_(False)
-    opt = torch.optim.Adam(groups, weight_decay=train_cfg.weight_decay)
+    opt = Optimiser(groups, train_cfg.weight_decay)
+    sampler = (NegativeSampler(data.item_counts(), train_cfg.negatives, train_cfg.seed)
+               if train_cfg.loss == "sampled" else None)
     batches = SampleBatches(data, student.encoder.cfg.max_len)
     gen = torch.Generator().manual_seed(train_cfg.seed)
     n_batches = batches.count(train_cfg.batch_size, train_cfg.max_batches)
@@ -201,21 +218,25 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
             distiller.eta = cfg.eta * max(0.0, 1 - done / max(cfg.eta_decay, 1e-9))
             schedule_lr(opt, base_lrs, lr_factor(train_cfg.lr_schedule, done))
             ids, targets = ids.to(device), targets.to(device)
-            loss, parts = distiller.loss(ids, targets)
-            opt.zero_grad(set_to_none=True)
+            sample = Negatives(sampler.draw().to(device), sampler.log_expected) if sampler else None
+            loss, parts = distiller.loss(ids, targets, sample)
+            opt.zero_grad()
             loss.backward()
             opt.step()
             for key, v in parts.items():
                 sums[key] = sums.get(key, 0.0) + v * len(targets)
             seen += len(targets)
         means = {key: v / max(seen, 1) for key, v in sums.items()}
+        train_seconds = time.time() - t0
         val = (evaluate_model(student, data.valid_samples, max_len=max_len, batch_size=train_cfg.eval_batch_size,
                               device=device) if data.valid_samples else {})
+        steps_per_s = n_batches / max(train_seconds, 1e-9)
         history.append({"epoch": epoch, "eta": distiller.eta, "lr": opt.param_groups[0]["lr"], "losses": means,
-                        "seconds": time.time() - t0, "valid": val})
+                        "seconds": time.time() - t0, "train_seconds": train_seconds,
+                        "steps_per_second": steps_per_s, "valid": val})
         log(f"distil epoch {epoch} (eta {distiller.eta:.2f}): " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
             + (f"; student valid HR@10 {100 * val['HR@10']:.2f} NDCG@10 {100 * val['NDCG@10']:.2f}" if val else "")
-            + f" ({time.time() - t0:.0f}s)")
+            + f" ({time.time() - t0:.0f}s, {steps_per_s:.2f} steps/s)")
         if selection.update(student, epoch, val):
             if on_best is not None:
                 on_best({"epochs_run": len(history), "best_epoch": epoch, "history": history})
@@ -223,6 +244,9 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
             log(f"early stop: no validation gain for {train_cfg.patience} epochs")
             break
     student.load_state_dict(selection.state)
+    for model in (student, teacher):
+        if hasattr(model.items, "sparse_grad"):
+            model.items.sparse_grad = False
     student.cpu().eval()
     teacher.cpu().eval()
     return {"epochs_run": len(history), "best_epoch": selection.epoch, "history": history}

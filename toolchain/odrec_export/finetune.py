@@ -34,16 +34,25 @@ from .models.recommender import SessionRecommender
 from .models.registry import model_from_checkpoint
 from .models.repeat import CONFIG_KEY as REPEAT_KEY
 from .repeat_fit import fit_repeat_bonus, with_repeat_bonus, without_repeat_bonus
+from .sampled import Negatives, sampled_cross_entropy
 from .train import Progress, TrainConfig, cross_entropy_loss, environment, fit, no_progress
 
 
-def new_target_loss(model: SessionRecommender, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the samples whose target is not in their session, the session's items excluded."""
+def new_target_loss(model: SessionRecommender, ids: torch.Tensor, targets: torch.Tensor,
+                    sample: Negatives | None = None) -> torch.Tensor:
+    """Cross-entropy over the samples whose target is not in their session, the session's items excluded
+    (from all items, or from ``sample``'s shared negatives)."""
     new = ~((ids == targets.unsqueeze(1)) & (ids != 0)).any(1)
-    scores = model.scores(ids[new]).scatter(1, ids[new], float("-inf"))
+    ids, targets = ids[new], targets[new]
+    if sample is not None:
+        sessions = model.session_vectors(ids)
+        if not new.any():
+            return sessions.sum() * 0.0  # a zero that keeps the graph
+        return sampled_cross_entropy(sessions, model.items, targets, sample.items, sample.log_expected, exclude=ids)
+    scores = model.scores(ids).scatter(1, ids, float("-inf"))
     if not new.any():
         return scores.sum()  # a zero that keeps the graph
-    return F.cross_entropy(scores, targets[new])
+    return F.cross_entropy(scores, targets)
 
 
 OBJECTIVES = {"all": cross_entropy_loss, "new": new_target_loss}

@@ -1,4 +1,5 @@
-"""Teacher training: full-softmax cross-entropy, validation-based model selection.
+"""Teacher training: cross-entropy (full softmax, or sampled: ``sampled.py``), validation-based model
+selection.
 
 The test set is never looked at while training: the best epoch is chosen on the validation
 samples carved from the training sessions, and the test metrics are computed once at the end.
@@ -24,6 +25,7 @@ from .evaluate import evaluate_model
 from .models.encoder import EncoderConfig
 from .models.recommender import SessionRecommender
 from .models.registry import build_model
+from .sampled import Negatives, NegativeSampler, check_loss, sampled_cross_entropy
 
 Progress = Callable[[Iterable, int, str], Iterable]
 
@@ -44,6 +46,8 @@ class TrainConfig:
     eval_batch_size: int = 512
     max_batches: int | None = None  # per epoch: a random subset of this many batches (None: all)
     lr_schedule: str = "constant"  # or "cosine": falls to 0 over the planned epochs × batches
+    loss: str = "full"  # or "sampled": softmax over the target and `negatives` shared items (sampled.py)
+    negatives: int = 1024
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -119,6 +123,46 @@ class BestEpoch:
         return self.stale >= self.patience
 
 
+class Optimiser:
+    """Adam for dense parameters, plus SparseAdam for an item table's rows when a sampled loss gives it
+    sparse gradients: a step then updates the rows it touched, not all N. ``groups``: Adam parameter
+    groups (``params``, ``lr``), a group with ``"sparse": True`` goes to SparseAdam."""
+
+    def __init__(self, groups: list[dict], weight_decay: float = 0.0):
+        dense = [{k: v for k, v in g.items() if k != "sparse"} for g in groups if not g.get("sparse")]
+        sparse = [{k: v for k, v in g.items() if k != "sparse"} for g in groups if g.get("sparse")]
+        self.parts = [torch.optim.Adam(dense, weight_decay=weight_decay)]
+        if sparse:
+            if weight_decay:
+                raise UsageError("--weight-decay applies to dense updates only; the sampled loss updates the "
+                                 "item table sparsely (use --loss full with weight decay)")
+            self.parts.append(torch.optim.SparseAdam(sparse))
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for opt in self.parts for g in opt.param_groups]
+
+    def zero_grad(self) -> None:
+        for opt in self.parts:
+            opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for opt in self.parts:
+            opt.step()
+
+
+def param_groups(model: SessionRecommender, lr: float, loss: str) -> list[dict]:
+    """The model's trainable parameters at ``lr``; under a sampled loss, the item table's rows (when
+    it supports sparse gradients) in a sparse group of their own."""
+    sparse = []
+    if loss == "sampled" and hasattr(model.items, "sparse_parameters"):
+        model.items.sparse_grad = True
+        sparse = model.items.sparse_parameters()
+    ids = {id(p) for p in sparse}
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in ids], "lr": lr}]
+    return groups + ([{"params": sparse, "lr": lr, "sparse": True}] if sparse else [])
+
+
 def environment() -> dict:
     return {"torch": str(torch.__version__), "numpy": np.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "threads": torch.get_num_threads()}
@@ -127,7 +171,9 @@ def environment() -> dict:
 def fit(model: SessionRecommender, data: SessionData, cfg: TrainConfig, step_loss, *,
         progress: Progress = no_progress, log: Callable[[str], None] = print,
         on_best: Callable[[dict], None] | None = None) -> dict:
-    """Generic loop: ``step_loss(model, ids, targets) -> loss``; keeps the best validation state.
+    """Generic loop: ``step_loss(model, ids, targets, sample) -> loss``, ``sample`` the step's shared
+    negatives (``sampled.Negatives``) under ``cfg.loss == "sampled"``, else None; keeps the best
+    validation state.
 
     ``on_best(history)`` runs after every epoch that improves validation HR@10 (the model then holds
     that epoch's weights), so a long run can save as it goes and be stopped at any time.
@@ -137,8 +183,9 @@ def fit(model: SessionRecommender, data: SessionData, cfg: TrainConfig, step_los
     torch.manual_seed(cfg.seed)
     model.to(device)
     batches = SampleBatches(data, model.encoder.cfg.max_len)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    check_loss(cfg.loss, cfg.negatives, model.items)
+    opt = Optimiser(param_groups(model, cfg.lr, cfg.loss), cfg.weight_decay)
+    sampler = NegativeSampler(data.item_counts(), cfg.negatives, cfg.seed) if cfg.loss == "sampled" else None
     gen = torch.Generator().manual_seed(cfg.seed)
     history, selection = [], BestEpoch(cfg.patience)
     n_batches = batches.count(cfg.batch_size, cfg.max_batches)
@@ -151,20 +198,23 @@ def fit(model: SessionRecommender, data: SessionData, cfg: TrainConfig, step_los
             done = ((epoch - 1) * n_batches + step) / (cfg.epochs * n_batches)
             schedule_lr(opt, base_lrs, lr_factor(cfg.lr_schedule, done))
             ids, targets = ids.to(device), targets.to(device)
-            loss = step_loss(model, ids, targets)
-            opt.zero_grad(set_to_none=True)
+            sample = Negatives(sampler.draw().to(device), sampler.log_expected) if sampler else None
+            loss = step_loss(model, ids, targets, sample)
+            opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item() * len(targets)
             seen += len(targets)
+        train_seconds = time.time() - t0
         val = (evaluate_model(model, data.valid_samples, max_len=model.encoder.cfg.max_len,
                               batch_size=cfg.eval_batch_size, device=device)
                if data.valid_samples else {})
         history.append({"epoch": epoch, "loss": total / max(seen, 1), "lr": opt.param_groups[0]["lr"],
-                        "seconds": time.time() - t0, "valid": val})
+                        "seconds": time.time() - t0, "train_seconds": train_seconds, "valid": val})
+        steps_per_s = history[-1]["steps_per_second"] = n_batches / max(train_seconds, 1e-9)
         log(f"epoch {epoch}: loss {total / max(seen, 1):.4f}"
             + (f", valid HR@10 {100 * val['HR@10']:.2f} NDCG@10 {100 * val['NDCG@10']:.2f}" if val else "")
-            + f" ({time.time() - t0:.0f}s)")
+            + f" ({time.time() - t0:.0f}s, {steps_per_s:.2f} steps/s)")
         if selection.update(model, epoch, val):
             if on_best is not None:
                 on_best({"epochs_run": len(history), "best_epoch": epoch, "history": history})
@@ -172,11 +222,17 @@ def fit(model: SessionRecommender, data: SessionData, cfg: TrainConfig, step_los
             log(f"early stop: no validation gain for {cfg.patience} epochs")
             break
     model.load_state_dict(selection.state)
+    if hasattr(model.items, "sparse_grad"):
+        model.items.sparse_grad = False
     return {"epochs_run": len(history), "best_epoch": selection.epoch, "history": history}
 
 
-def cross_entropy_loss(model: SessionRecommender, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(model.scores(ids), targets)
+def cross_entropy_loss(model: SessionRecommender, ids: torch.Tensor, targets: torch.Tensor,
+                       sample: Negatives | None = None) -> torch.Tensor:
+    """Next-item cross-entropy: over all items, or sampled against ``sample``'s shared negatives."""
+    if sample is None:
+        return F.cross_entropy(model.scores(ids), targets)
+    return sampled_cross_entropy(model.session_vectors(ids), model.items, targets, sample.items, sample.log_expected)
 
 
 def train_teacher(data: SessionData, enc: dict, cfg: TrainConfig, *, progress: Progress = no_progress,

@@ -94,6 +94,8 @@ def blocks_for_ratio(num_items: int, dim: int, ratio: float = DEFAULT_RATIO, rho
 class BlockItemTable(ItemTable):
     """Frequency-ranked blocks of shrinking dimension with an adaptive softmax (CpRec)."""
 
+    dot_product_softmax = False  # its log_probs is the adaptive softmax: a sampled loss cannot estimate it
+
     def __init__(self, num_items: int, dim: int, blocks: list[int] | None = None, rho: int = 4):
         super().__init__()
         if rho < 1:

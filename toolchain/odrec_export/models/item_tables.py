@@ -25,6 +25,7 @@ from ..artifact import ITEM_TABLE
 class ItemTable(nn.Module):
     num_items: int
     dim: int
+    dot_product_softmax = True  # log_probs is a softmax of session · item vectors (a sampled loss estimates it)
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """Vectors of the given indices (padding gives a zero vector)."""
@@ -65,9 +66,16 @@ class FullItemTable(ItemTable):
         self.num_items, self.dim = num_items, dim
         self.weight = nn.Parameter(torch.empty(num_items + 1, dim))
         nn.init.normal_(self.weight, std=dim ** -0.5)
+        # Set by training with a sampled loss: lookups then give sparse gradients that touch only the
+        # rows a step used, for an optimiser that updates only those (torch.optim.SparseAdam).
+        self.sparse_grad = False
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """The parameters whose gradients are sparse when ``sparse_grad`` is set."""
+        return [self.weight]
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.weight[ids] * (ids != 0).unsqueeze(-1)
+        return F.embedding(ids, self.weight, sparse=self.sparse_grad) * (ids != 0).unsqueeze(-1)
 
     def table(self) -> torch.Tensor:
         return self.weight
