@@ -211,7 +211,7 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
         student.train()
         teacher.train(cfg.bidirectional)
         t0, sums, seen = time.time(), {}, 0
-        epoch_batches = batches.batches(train_cfg.batch_size, gen, train_cfg.max_batches)
+        epoch_batches = batches.batches(train_cfg.batch_size, gen, train_cfg.max_batches, train_cfg.length_buckets)
         for step, (ids, targets) in enumerate(progress(epoch_batches, n_batches, f"distil {epoch}")):
             done = ((epoch - 1) * n_batches + step) / max(1, train_cfg.epochs * n_batches - 1)
             # η falls linearly to 0 after eta_decay of the steps; the rest trains on exactly what is evaluated

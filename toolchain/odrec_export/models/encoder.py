@@ -52,6 +52,22 @@ class EncoderConfig:
         return asdict(self)
 
 
+class Dropout(nn.Module):
+    """nn.Dropout with the mask drawn by ``torch.rand`` (uniform floats compared with p): the same
+    distribution, 3x faster on CPU than the Bernoulli sampler nn.Dropout uses, which took a fifth of
+    a sampled-loss training step (docs/results.md)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand_like(x) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
@@ -60,7 +76,7 @@ class SelfAttention(nn.Module):
         self.heads = cfg.heads
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
         self.proj = nn.Linear(cfg.dim, cfg.dim)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
@@ -81,7 +97,7 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(cfg.dim)
         self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim))
         self.ln2 = nn.LayerNorm(cfg.dim)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         x = self.ln1(x + self.dropout(self.attn(x, allowed)))
@@ -130,7 +146,7 @@ class SessionEncoder(nn.Module):
         self.cfg = cfg
         self.pos = nn.Embedding(cfg.max_len, cfg.dim)
         self.ln = nn.LayerNorm(cfg.dim)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.readout = SoftAttentionReadout(cfg.dim)
         share_parameters(self.blocks, cfg.share)
