@@ -64,7 +64,7 @@ def test_distillation_steps_change_the_right_models(teacher_path, diginetica, co
     student.train()
     batches = SampleBatches(diginetica, student.encoder.cfg.max_len)
     for ids, targets in list(batches.batches(64, torch.Generator().manual_seed(0)))[:3]:
-        loss, parts = distiller.loss(ids, targets)
+        loss, parts = distiller(ids, targets)
         assert torch.isfinite(loss) and all(v == v for v in parts.values())
         opt.zero_grad()
         loss.backward()
@@ -89,7 +89,7 @@ def test_mse_weight_scales_the_table_matching_term(teacher_path, diginetica, cod
         torch.manual_seed(0)
         distiller.proj.reset_parameters()
         with torch.no_grad():
-            totals[weight], parts = distiller.loss(ids, targets)
+            totals[weight], parts = distiller(ids, targets)
     assert parts["mse"] > 0
     assert float(totals[1.0] - totals[0.0]) == pytest.approx(parts["mse"], rel=1e-4)
     assert float(totals[0.25] - totals[0.0]) == pytest.approx(0.25 * parts["mse"], rel=1e-4)

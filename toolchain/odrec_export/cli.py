@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -62,6 +63,21 @@ def _logged_progress(it, total: int, label: str):
             typer.echo(f"  {label}: {n}/{total} batches, {time.time() - start:.0f}s", err=True)
 
 
+def _relaunched(nproc: int, device: str) -> bool:
+    """With --nproc N > 1 (and not already under torchrun): run this command in N processes, True.
+    Under torchrun: join its process group; the processes other than rank 0 print nothing."""
+    from . import parallel
+
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        code = parallel.launch(nproc, parallel.without_nproc(sys.argv[1:]))
+        if code:
+            raise typer.Exit(code)
+        return True
+    if not parallel.init(device).main:  # rank 0 logs, evaluates and writes; the others train silently
+        sys.stdout = open(os.devnull, "w")
+    return False
+
+
 def _protocol(delimiter, session_col, item_col, time_col, date_col, test_days, valid_fraction):
     from .data import ClickLogProtocol
 
@@ -82,6 +98,9 @@ LossOpt = typer.Option("full", "--loss", help="full: softmax over all items (exa
                        "target and --negatives items shared by the batch, drawn by click frequency with the log-Q "
                        "correction (a step costs what it touches; see docs/training.md).")
 NegativesOpt = typer.Option(1024, "--negatives", min=1, help="--loss sampled: negatives per step, shared by the batch.")
+NprocOpt = typer.Option(1, "--nproc", min=1, help="Train in N processes on this machine (torchrun + "
+                        "DistributedDataParallel; --batch-size stays the global batch). Several machines: the "
+                        "torchrun command in the README.")
 BucketsOpt = typer.Option(0, "--length-buckets", min=0, help="Sort the prefixes of every N batches by length before "
                           "cutting batches (less padding: a 3-5x cheaper encoder on Tmall); 0: plain shuffled batches.")
 
@@ -139,7 +158,7 @@ def train(
     teacher_lr: Optional[float] = typer.Option(None, "--teacher-lr", min=0.0, help="Students, bidirectional: the "
                                                "teacher's learning rate (default: --lr; 0 keeps it fixed)."),
     code_steps: int = typer.Option(300, min=1, help="codes: code-learning steps (full item table each)."),
-    loss: str = LossOpt, negatives: int = NegativesOpt, length_buckets: int = BucketsOpt,
+    loss: str = LossOpt, negatives: int = NegativesOpt, length_buckets: int = BucketsOpt, nproc: int = NprocOpt,
     init: Optional[Path] = typer.Option(None, "--init", help="Continue a stopped or finished run from its "
                                         "checkpoint: a teacher's (no --teacher), or, with --teacher, a student's "
                                         "(no code learning; its compressor is kept). --dim, --m etc. are ignored."),
@@ -148,6 +167,8 @@ def train(
     date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
 ):
     """Train the uncompressed SASRec teacher (or, with --compressor codes, a student) and write a checkpoint."""
+    if _relaunched(nproc, device):
+        return
     from .checkpoint import save_checkpoint
     from .data import load_sessions
     from .errors import UsageError
@@ -197,7 +218,7 @@ def train(
         else:
             typer.echo("no --teacher: training the teacher first")
             teacher_model, teacher_ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo)
-            teacher_info = teacher_provenance(teacher_ckpt)
+            teacher_info = teacher_provenance(teacher_ckpt) if teacher_ckpt is not None else {}
         start = None
         if init is not None:
             start = load_student(init, sessions)
@@ -212,6 +233,8 @@ def train(
                                 items_config=items_config, progress=_rich_progress, log=typer.echo,
                                 save=save_best_so_far, init=start)
         typer.echo(f"item representation: {json.dumps(ckpt.provenance['item_bytes'])}")
+    if ckpt is None:  # a process other than rank 0 of a data-parallel run: rank 0 writes
+        return
     sha = save_checkpoint(ckpt, out)
     if "test_metrics" in ckpt.provenance:
         typer.echo("test metrics (best validation epoch):\n" + format_table(ckpt.provenance["test_metrics"]))
@@ -344,13 +367,15 @@ def finetune(
     patience: int = typer.Option(1, min=1, help="Epochs without validation gain before stopping."),
     seed: int = typer.Option(0, help="Random seed."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
-    loss: str = LossOpt, negatives: int = NegativesOpt, length_buckets: int = BucketsOpt,
+    loss: str = LossOpt, negatives: int = NegativesOpt, length_buckets: int = BucketsOpt, nproc: int = NprocOpt,
     delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
     item_col: Optional[str] = ItemColOpt, time_col: Optional[str] = TimeColOpt,
     date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
 ):
     """Continue a trained model with cross-entropy alone (no teacher needed); a repeat bonus it had is
     fitted again afterwards on the validation split."""
+    if _relaunched(nproc, device):
+        return
     from .checkpoint import save_checkpoint
     from .data import load_sessions
     from .errors import UsageError
@@ -373,6 +398,8 @@ def finetune(
     checkpoint = load_for_finetune(ckpt, sessions)
     result = finetune_model(checkpoint, sessions, cfg, objective=objective, source=str(ckpt),
                             progress=_rich_progress, log=typer.echo, save=lambda c: save_checkpoint(c, out))
+    if result is None:  # a process other than rank 0 of a data-parallel run: rank 0 writes
+        return
     sha = save_checkpoint(result, out)
     if "test_metrics" in result.provenance:
         typer.echo("test metrics (best validation epoch):\n" + format_table(result.provenance["test_metrics"]))

@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import parallel
 from .checkpoint import Checkpoint, file_sha256, load_checkpoint
 from .data import SessionData, Vocabulary
 from .errors import CheckpointError, UsageError
@@ -48,9 +49,8 @@ from .models.codes import CodesItemTable
 from .models.recommender import SessionRecommender
 from .models.registry import build_model, model_from_checkpoint
 from .repeat_fit import without_repeat_bonus
-from .sampled import NegativeSampler, Negatives, candidate_log_probs, candidates, check_loss, sampled_cross_entropy
-from .train import (BestEpoch, Optimiser, Progress, SampleBatches, TrainConfig, environment, lr_factor, no_progress,
-                    param_groups, resolve_device, schedule_lr)
+from .sampled import Negatives, candidate_log_probs, candidates, sampled_cross_entropy
+from .train import Progress, TrainConfig, environment, no_progress, param_groups, run_epochs
 
 
 @dataclass
@@ -117,7 +117,7 @@ def kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 
 class Distiller(nn.Module):
-    """Holds teacher, student and the recombination projection; ``loss`` is one training step's loss."""
+    """Holds teacher, student and the recombination projection; ``forward`` is one training step's loss."""
 
     def __init__(self, teacher: SessionRecommender, student: SessionRecommender, hot: torch.Tensor,
                  cfg: DistillConfig):
@@ -128,8 +128,8 @@ class Distiller(nn.Module):
         self.register_buffer("hot", hot)
         self.eta = cfg.eta
 
-    def loss(self, ids: torch.Tensor, targets: torch.Tensor,
-             sample: Negatives | None = None) -> tuple[torch.Tensor, dict]:
+    def forward(self, ids: torch.Tensor, targets: torch.Tensor,
+                sample: Negatives | None = None) -> tuple[torch.Tensor, dict]:
         """The step's loss over all items, or with ``sample``'s shared negatives: sampled cross-entropies,
         and the soft targets and item-vector matching on the candidate set (targets + negatives)."""
         cfg, t, s = self.cfg, self.teacher, self.student
@@ -187,10 +187,8 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
     """Train the student (and, when bidirectional, the teacher); keeps the student state with the best
     validation HR@10 (codes only). Returns the history. ``on_best(history)`` runs after every epoch that
     improves it (the student then holds that epoch's weights), so a long run can save as it goes."""
-    device = resolve_device(train_cfg.device)
     torch.manual_seed(train_cfg.seed)
-    distiller = Distiller(teacher, student, hot_items(data, cfg.hot_fraction), cfg).to(device)
-    check_loss(train_cfg.loss, train_cfg.negatives, student.items)
+    distiller = Distiller(teacher, student, hot_items(data, cfg.hot_fraction), cfg)
     groups = param_groups(student, train_cfg.lr, train_cfg.loss)
     groups[0]["params"] += list(distiller.proj.parameters())
     if cfg.bidirectional:
@@ -198,58 +196,20 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
     else:
         for p in teacher.parameters():
             p.requires_grad_(False)
-    opt = Optimiser(groups, train_cfg.weight_decay)
-    sampler = (NegativeSampler(data.item_counts(), train_cfg.negatives, train_cfg.seed)
-               if train_cfg.loss == "sampled" else None)
-    batches = SampleBatches(data, student.encoder.cfg.max_len)
-    gen = torch.Generator().manual_seed(train_cfg.seed)
-    n_batches = batches.count(train_cfg.batch_size, train_cfg.max_batches)
-    max_len = student.encoder.cfg.max_len
-    base_lrs = [g["lr"] for g in opt.param_groups]
-    history, selection = [], BestEpoch(train_cfg.patience)
-    for epoch in range(1, train_cfg.epochs + 1):
-        student.train()
+
+    def before_step(done: float) -> None:
+        # η falls linearly to 0 after eta_decay of the steps; the rest trains on exactly what is evaluated
+        distiller.eta = cfg.eta * max(0.0, 1 - done / max(cfg.eta_decay, 1e-9))
         teacher.train(cfg.bidirectional)
-        t0, sums, seen = time.time(), {}, 0
-        epoch_batches = batches.batches(train_cfg.batch_size, gen, train_cfg.max_batches, train_cfg.length_buckets)
-        for step, (ids, targets) in enumerate(progress(epoch_batches, n_batches, f"distil {epoch}")):
-            done = ((epoch - 1) * n_batches + step) / max(1, train_cfg.epochs * n_batches - 1)
-            # η falls linearly to 0 after eta_decay of the steps; the rest trains on exactly what is evaluated
-            distiller.eta = cfg.eta * max(0.0, 1 - done / max(cfg.eta_decay, 1e-9))
-            schedule_lr(opt, base_lrs, lr_factor(train_cfg.lr_schedule, done))
-            ids, targets = ids.to(device), targets.to(device)
-            sample = Negatives(sampler.draw().to(device), sampler.log_expected) if sampler else None
-            loss, parts = distiller.loss(ids, targets, sample)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            for key, v in parts.items():
-                sums[key] = sums.get(key, 0.0) + v * len(targets)
-            seen += len(targets)
-        means = {key: v / max(seen, 1) for key, v in sums.items()}
-        train_seconds = time.time() - t0
-        val = (evaluate_model(student, data.valid_samples, max_len=max_len, batch_size=train_cfg.eval_batch_size,
-                              device=device) if data.valid_samples else {})
-        steps_per_s = n_batches / max(train_seconds, 1e-9)
-        history.append({"epoch": epoch, "eta": distiller.eta, "lr": opt.param_groups[0]["lr"], "losses": means,
-                        "seconds": time.time() - t0, "train_seconds": train_seconds,
-                        "steps_per_second": steps_per_s, "valid": val})
-        log(f"distil epoch {epoch} (eta {distiller.eta:.2f}): " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
-            + (f"; student valid HR@10 {100 * val['HR@10']:.2f} NDCG@10 {100 * val['NDCG@10']:.2f}" if val else "")
-            + f" ({time.time() - t0:.0f}s, {steps_per_s:.2f} steps/s)")
-        if selection.update(student, epoch, val):
-            if on_best is not None:
-                on_best({"epochs_run": len(history), "best_epoch": epoch, "history": history})
-        elif selection.exhausted:
-            log(f"early stop: no validation gain for {train_cfg.patience} epochs")
-            break
-    student.load_state_dict(selection.state)
+
+    history = run_epochs(student, data, train_cfg, distiller, groups, progress=progress, log=log, on_best=on_best,
+                         label="distil", before_step=before_step, extra=lambda: {"eta": distiller.eta})
     for model in (student, teacher):
-        if hasattr(model.items, "sparse_grad"):
-            model.items.sparse_grad = False
+        if hasattr(model.items, "sparse_parameters"):
+            model.items.sparse = False
     student.cpu().eval()
     teacher.cpu().eval()
-    return {"epochs_run": len(history), "best_epoch": selection.epoch, "history": history}
+    return history
 
 
 def item_bytes(student: SessionRecommender) -> dict:
@@ -350,6 +310,8 @@ def train_student(data: SessionData, teacher: SessionRecommender, teacher_info: 
                                                      cfg, h, time.time() - t0, complete=False,
                                                      init_info=init_info))) if save else None
         history = distill(teacher, student, data, train_cfg, cfg, progress=progress, log=log, on_best=on_best)
+        if not parallel.world().main:  # data-parallel: rank 0 holds the selected student and writes it
+            return student, None
     else:
         log("--epochs 0: no distillation, the student is the fitted representation + the teacher's encoder")
         history = {"epochs_run": 0, "best_epoch": 0, "history": []}

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from . import parallel
 from .checkpoint import Checkpoint, file_sha256, load_checkpoint
 from .data import SessionData
 from .distill import check_no_full_table, check_same_split, check_vocabulary
@@ -102,6 +103,8 @@ def finetune(ckpt: Checkpoint, data: SessionData, cfg: TrainConfig, *, objective
 
     on_best = (lambda h: save(checkpoint(h, complete=False))) if save else None
     history = fit(model, data, cfg, OBJECTIVES[objective], progress=progress, log=log, on_best=on_best)
+    if not parallel.world().main:  # data-parallel: rank 0 holds the selected state and writes it
+        return None
     model.cpu().eval()
     best = history["history"][history["best_epoch"] - 1]["valid"] if history["best_epoch"] else {}
     if best and best["HR@10"] <= start_valid["HR@10"]:

@@ -16,8 +16,10 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
+from . import parallel
 from .checkpoint import Checkpoint
 from .data import SessionData, pad_batch
 from .errors import UsageError
@@ -170,7 +172,7 @@ def param_groups(model: SessionRecommender, lr: float, loss: str) -> list[dict]:
     it supports sparse gradients) in a sparse group of their own."""
     sparse = []
     if loss == "sampled" and hasattr(model.items, "sparse_parameters"):
-        model.items.sparse_grad = True
+        model.items.sparse = True
         sparse = model.items.sparse_parameters()
     ids = {id(p) for p in sparse}
     groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in ids], "lr": lr}]
@@ -185,60 +187,97 @@ def environment() -> dict:
 def fit(model: SessionRecommender, data: SessionData, cfg: TrainConfig, step_loss, *,
         progress: Progress = no_progress, log: Callable[[str], None] = print,
         on_best: Callable[[dict], None] | None = None) -> dict:
-    """Generic loop: ``step_loss(model, ids, targets, sample) -> loss``, ``sample`` the step's shared
-    negatives (``sampled.Negatives``) under ``cfg.loss == "sampled"``, else None; keeps the best
-    validation state.
+    """Train ``model`` with ``step_loss(model, ids, targets, sample) -> loss`` (``sample``: the step's
+    shared negatives under ``cfg.loss == "sampled"``, else None); see ``run_epochs``."""
+    return run_epochs(model, data, cfg, StepLoss(model, step_loss), param_groups(model, cfg.lr, cfg.loss),
+                      progress=progress, log=log, on_best=on_best)
 
-    ``on_best(history)`` runs after every epoch that improves validation HR@10 (the model then holds
-    that epoch's weights), so a long run can save as it goes and be stopped at any time.
-    Returns the training history (per-epoch loss and validation metrics, best epoch).
+
+def run_epochs(model: SessionRecommender, data: SessionData, cfg: TrainConfig, step: nn.Module,
+               groups: list[dict], *, progress: Progress = no_progress, log: Callable[[str], None] = print,
+               on_best: Callable[[dict], None] | None = None, label: str = "epoch",
+               before_step: Callable[[float], None] | None = None, extra: Callable[[], dict] | None = None) -> dict:
+    """The training loop every mode shares: batches (sharded over processes under torchrun), shared
+    negatives, the learning-rate schedule, validation of ``model`` and selection of its best epoch.
+
+    ``step(ids, targets, sample)`` returns the loss, or (loss, {part: float}) to log; it runs under
+    DistributedDataParallel when several processes train. ``groups``: the optimiser's parameter groups
+    (``Optimiser``). ``before_step(done)`` runs before each step with the share of steps done;
+    ``extra()`` adds fields to each epoch's history. ``on_best(history)`` runs after every epoch that
+    improves validation HR@10 (the model then holds that epoch's weights), on the main process only,
+    so a long run can save as it goes and be stopped at any time. Returns the training history.
     """
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    model.to(device)
+    world = parallel.world()
+    torch.manual_seed(cfg.seed + world.rank)  # dropout differs by process; batches and negatives below do not
     batches = SampleBatches(data, model.encoder.cfg.max_len)
     check_loss(cfg.loss, cfg.negatives, model.items)
-    opt = Optimiser(param_groups(model, cfg.lr, cfg.loss), cfg.weight_decay)
+    opt = Optimiser(groups, cfg.weight_decay)
+    step = world.wrap(step.to(device))
     sampler = NegativeSampler(data.item_counts(), cfg.negatives, cfg.seed) if cfg.loss == "sampled" else None
     gen = torch.Generator().manual_seed(cfg.seed)
     history, selection = [], BestEpoch(cfg.patience)
     n_batches = batches.count(cfg.batch_size, cfg.max_batches)
     base_lrs = [g["lr"] for g in opt.param_groups]
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        t0, total, seen = time.time(), 0.0, 0
+        step.train()
+        t0, sums, seen = time.time(), {}, 0
         epoch_batches = batches.batches(cfg.batch_size, gen, cfg.max_batches, cfg.length_buckets)
-        for step, (ids, targets) in enumerate(progress(epoch_batches, n_batches, f"epoch {epoch}")):
-            done = ((epoch - 1) * n_batches + step) / (cfg.epochs * n_batches)
+        if world.main:
+            epoch_batches = progress(epoch_batches, n_batches, f"{label} {epoch}")
+        for i, (ids, targets) in enumerate(epoch_batches):
+            done = ((epoch - 1) * n_batches + i) / (cfg.epochs * n_batches)
             schedule_lr(opt, base_lrs, lr_factor(cfg.lr_schedule, done))
-            ids, targets = ids.to(device), targets.to(device)
+            if before_step is not None:
+                before_step(done)
+            ids, targets = trim_padding(world.shard(ids)).to(device), world.shard(targets).to(device)
             sample = Negatives(sampler.draw().to(device), sampler.log_expected) if sampler else None
-            loss = step_loss(model, ids, targets, sample)
+            out = step(ids, targets, sample)
+            loss, parts = out if isinstance(out, tuple) else (out, {"loss": out.item()})
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += loss.item() * len(targets)
+            for key, v in parts.items():
+                sums[key] = sums.get(key, 0.0) + v * len(targets)
             seen += len(targets)
         train_seconds = time.time() - t0
+        totals = world.sum([*sums.values(), seen]).tolist()  # over every process's rows
+        means = {key: v / max(totals[-1], 1) for key, v in zip(sums, totals)}
         val = (evaluate_model(model, data.valid_samples, max_len=model.encoder.cfg.max_len,
                               batch_size=cfg.eval_batch_size, device=device)
-               if data.valid_samples else {})
-        history.append({"epoch": epoch, "loss": total / max(seen, 1), "lr": opt.param_groups[0]["lr"],
-                        "seconds": time.time() - t0, "train_seconds": train_seconds, "valid": val})
-        steps_per_s = history[-1]["steps_per_second"] = n_batches / max(train_seconds, 1e-9)
-        log(f"epoch {epoch}: loss {total / max(seen, 1):.4f}"
-            + (f", valid HR@10 {100 * val['HR@10']:.2f} NDCG@10 {100 * val['NDCG@10']:.2f}" if val else "")
-            + f" ({time.time() - t0:.0f}s, {steps_per_s:.2f} steps/s)")
-        if selection.update(model, epoch, val):
-            if on_best is not None:
-                on_best({"epochs_run": len(history), "best_epoch": epoch, "history": history})
-        elif selection.exhausted:
+               if data.valid_samples and world.main else {})
+        steps_per_s = n_batches / max(train_seconds, 1e-9)
+        history.append({"epoch": epoch, **(extra() if extra else {}), "losses": means,
+                        "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0, "train_seconds": train_seconds,
+                        "steps_per_second": steps_per_s, "processes": world.size, "valid": val})
+        log(f"{label} {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
+            + (f"; valid HR@10 {100 * val['HR@10']:.2f} NDCG@10 {100 * val['NDCG@10']:.2f}" if val else "")
+            + f" ({time.time() - t0:.0f}s, {steps_per_s:.2f} steps/s"
+            + (f" on {world.size} processes)" if world.size > 1 else ")"))
+        improved = selection.update(model, epoch, val) if world.main else False
+        improved, stop = world.decide((improved, selection.exhausted))
+        if improved and on_best is not None and world.main:
+            on_best({"epochs_run": len(history), "best_epoch": epoch, "history": history})
+        if not improved and stop:
             log(f"early stop: no validation gain for {cfg.patience} epochs")
             break
-    model.load_state_dict(selection.state)
-    if hasattr(model.items, "sparse_grad"):
-        model.items.sparse_grad = False
-    return {"epochs_run": len(history), "best_epoch": selection.epoch, "history": history}
+    if world.main:
+        model.load_state_dict(selection.state)
+    world.share_state(model)  # every process continues (a student after its teacher) from the selected state
+    if hasattr(model.items, "sparse_parameters"):
+        model.items.sparse = False
+    return {"epochs_run": len(history), "best_epoch": world.decide(selection.epoch), "history": history}
+
+
+class StepLoss(nn.Module):
+    """A loss function of (model, ids, targets, sample) as a module, so DistributedDataParallel can hook it."""
+
+    def __init__(self, model: nn.Module, step_loss):
+        super().__init__()
+        self.model, self.step_loss = model, step_loss
+
+    def forward(self, ids: torch.Tensor, targets: torch.Tensor, sample):
+        return self.step_loss(self.model, ids, targets, sample)
 
 
 def cross_entropy_loss(model: SessionRecommender, ids: torch.Tensor, targets: torch.Tensor,
@@ -252,8 +291,9 @@ def cross_entropy_loss(model: SessionRecommender, ids: torch.Tensor, targets: to
 def train_teacher(data: SessionData, enc: dict, cfg: TrainConfig, *, progress: Progress = no_progress,
                   log: Callable[[str], None] = print,
                   save: Callable[[Checkpoint], None] | None = None,
-                  init: tuple[SessionRecommender, dict] | None = None) -> tuple[SessionRecommender, Checkpoint]:
-    """Train the uncompressed SASRec teacher; returns the model and its final checkpoint.
+                  init: tuple[SessionRecommender, dict] | None = None) -> tuple[SessionRecommender, Checkpoint | None]:
+    """Train the uncompressed SASRec teacher; returns the model and its final checkpoint (None on the
+    processes other than rank 0 of a data-parallel run).
 
     With ``save``, the best checkpoint so far is also handed to it after every improving epoch
     (provenance marked ``"complete": false``) and the final one at the end. ``init`` (a teacher
@@ -281,6 +321,8 @@ def train_teacher(data: SessionData, enc: dict, cfg: TrainConfig, *, progress: P
 
     on_best = (lambda history: save(checkpoint(history, complete=False))) if save else None
     history = fit(model, data, cfg, cross_entropy_loss, progress=progress, log=log, on_best=on_best)
+    if not parallel.world().main:  # data-parallel: rank 0 holds the selected state and writes it
+        return model, None
     final = checkpoint(history, complete=True)
     model.cpu().eval()
     if save:

@@ -60,22 +60,22 @@ class ItemTable(nn.Module):
         return {}
 
 
-class FullItemTable(ItemTable):
+class FullItemTable(ItemTable, nn.Embedding):
+    """The plain (N+1)×d table. It is an ``nn.Embedding`` so that, with ``sparse`` set (training with a
+    sampled loss), its gradients are sparse rows that DistributedDataParallel recognises and sums as
+    such, and torch.optim.SparseAdam updates only the rows a step touched."""
+
     def __init__(self, num_items: int, dim: int):
-        super().__init__()
+        super().__init__(num_items + 1, dim)
         self.num_items, self.dim = num_items, dim
-        self.weight = nn.Parameter(torch.empty(num_items + 1, dim))
         nn.init.normal_(self.weight, std=dim ** -0.5)
-        # Set by training with a sampled loss: lookups then give sparse gradients that touch only the
-        # rows a step used, for an optimiser that updates only those (torch.optim.SparseAdam).
-        self.sparse_grad = False
 
     def sparse_parameters(self) -> list[nn.Parameter]:
-        """The parameters whose gradients are sparse when ``sparse_grad`` is set."""
+        """The parameters whose gradients are sparse once ``sparse`` is set."""
         return [self.weight]
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(ids, self.weight, sparse=self.sparse_grad) * (ids != 0).unsqueeze(-1)
+        return F.embedding(ids, self.weight, sparse=self.sparse) * (ids != 0).unsqueeze(-1)
 
     def table(self) -> torch.Tensor:
         return self.weight
