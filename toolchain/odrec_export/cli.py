@@ -522,6 +522,23 @@ def bench(
     typer.echo(json.dumps(r, sort_keys=True) if as_json else format_bench(r))
 
 
+@app.command("synth-data")
+@one_line_errors
+def synth_data_cmd(
+    items: int = typer.Option(..., "--items", help="Catalogue size N."),
+    sessions: int = typer.Option(..., "--sessions", help="Number of sessions (the last --test-fraction are the test set)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write (train_sessions.txt, test_samples.txt, README.txt)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    test_fraction: float = typer.Option(0.1, "--test-fraction", help="Share of the (latest) sessions held out as test."),
+):
+    """A SYNTHETIC session folder in the usual format: power-law popularity, sessions that follow latent
+    interests, a time-ordered test split. For measuring training at scale, not recommendation quality."""
+    from .synthetic import write_synthetic
+
+    folder = write_synthetic(out, items, sessions, seed=seed, test_fraction=test_fraction)
+    typer.echo(f"wrote {folder}: SYNTHETIC, {items:,} items, {sessions:,} sessions")
+
+
 @app.command("synth-catalogue")
 @one_line_errors
 def synth_catalogue_cmd(
