@@ -98,6 +98,8 @@ LossOpt = typer.Option("full", "--loss", help="full: softmax over all items (exa
                        "target and --negatives items shared by the batch, drawn by click frequency with the log-Q "
                        "correction (a step costs what it touches; see docs/training.md).")
 NegativesOpt = typer.Option(1024, "--negatives", min=1, help="--loss sampled: negatives per step, shared by the batch.")
+InBatchOpt = typer.Option(False, "--in-batch/--no-in-batch", help="--loss sampled: the batch's targets are "
+                          "negatives too, besides the drawn ones.")
 NprocOpt = typer.Option(1, "--nproc", min=1, help="Train in N processes on this machine (torchrun + "
                         "DistributedDataParallel; --batch-size stays the global batch). Several machines: the "
                         "torchrun command in the README.")
@@ -158,7 +160,8 @@ def train(
     teacher_lr: Optional[float] = typer.Option(None, "--teacher-lr", min=0.0, help="Students, bidirectional: the "
                                                "teacher's learning rate (default: --lr; 0 keeps it fixed)."),
     code_steps: int = typer.Option(300, min=1, help="codes: code-learning steps (full item table each)."),
-    loss: str = LossOpt, negatives: int = NegativesOpt, length_buckets: int = BucketsOpt, nproc: int = NprocOpt,
+    loss: str = LossOpt, negatives: int = NegativesOpt, length_buckets: int = BucketsOpt, in_batch: bool = InBatchOpt,
+    nproc: int = NprocOpt,
     init: Optional[Path] = typer.Option(None, "--init", help="Continue a stopped or finished run from its "
                                         "checkpoint: a teacher's (no --teacher), or, with --teacher, a student's "
                                         "(no code learning; its compressor is kept). --dim, --m etc. are ignored."),
@@ -193,7 +196,7 @@ def train(
     check_loss(loss, negatives)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                       device=resolve_device(device), max_batches=max_batches, lr_schedule=lr_schedule,
-                      loss=loss, negatives=negatives, length_buckets=length_buckets)
+                      loss=loss, negatives=negatives, length_buckets=length_buckets, in_batch=in_batch)
     sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
                                              test_days, valid_fraction))
     typer.echo(f"data: {json.dumps(sessions.report)}")
@@ -367,7 +370,8 @@ def finetune(
     patience: int = typer.Option(1, min=1, help="Epochs without validation gain before stopping."),
     seed: int = typer.Option(0, help="Random seed."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
-    loss: str = LossOpt, negatives: int = NegativesOpt, length_buckets: int = BucketsOpt, nproc: int = NprocOpt,
+    loss: str = LossOpt, negatives: int = NegativesOpt, length_buckets: int = BucketsOpt, in_batch: bool = InBatchOpt,
+    nproc: int = NprocOpt,
     delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
     item_col: Optional[str] = ItemColOpt, time_col: Optional[str] = TimeColOpt,
     date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
@@ -392,7 +396,7 @@ def finetune(
     check_loss(loss, negatives)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                       device=resolve_device(device), max_batches=max_batches, lr_schedule=lr_schedule,
-                      loss=loss, negatives=negatives, length_buckets=length_buckets)
+                      loss=loss, negatives=negatives, length_buckets=length_buckets, in_batch=in_batch)
     sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
                                              test_days, valid_fraction))
     checkpoint = load_for_finetune(ckpt, sessions)

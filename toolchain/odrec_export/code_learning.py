@@ -148,7 +148,7 @@ def learn_codes(teacher: SessionRecommender, data: SessionData, cfg: CodeLearnin
     with torch.no_grad():  # Gumbel learning from random codebooks is slow to leave the mean: start at k-means
         learner.codebooks.copy_(km_books)
         km_mse = ((compose(km_codes, km_books) - table).pow(2).mean() / scale).item()
-        km_ce = F.cross_entropy(sessions @ compose(km_codes, km_books).t(), targets).item()
+        km_ce = pool_cross_entropy(sessions, compose(km_codes, km_books), targets)
     log(f"residual k-means start: relative mse {km_mse:.4f}, pool CE {km_ce:.3f}")
     opt = torch.optim.Adam(learner.parameters(), lr=cfg.lr)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -183,8 +183,8 @@ def learn_codes(teacher: SessionRecommender, data: SessionData, cfg: CodeLearnin
     codebooks = fit_codebooks(codes, table, cfg.k) if cfg.m * cfg.k <= 8192 else learner.codebooks.detach()
     with torch.no_grad():
         final_mse = ((compose(codes, codebooks) - table).pow(2).mean() / scale).item()
-        ref_ce = F.cross_entropy(sessions @ table.t(), targets).item()
-        final_ce = F.cross_entropy(sessions @ compose(codes, codebooks).t(), targets).item()
+        ref_ce = pool_cross_entropy(sessions, table, targets)
+        final_ce = pool_cross_entropy(sessions, compose(codes, codebooks), targets)
     full = torch.zeros(n + 1, cfg.m, dtype=code_dtype(cfg.k))
     full[1:] = codes.cpu().to(full.dtype)
     report = {"config": asdict(cfg), "seconds": round(time.time() - t0, 1), "history": history,
@@ -194,6 +194,15 @@ def learn_codes(teacher: SessionRecommender, data: SessionData, cfg: CodeLearnin
     log(f"codes: relative mse {final_mse:.4f}, pool CE {final_ce:.3f} (teacher table {ref_ce:.3f}), "
         f"usage {report['usage']}")
     return {"codes": full, "codebooks": codebooks.detach().cpu().float(), "report": report}
+
+
+def pool_cross_entropy(sessions: torch.Tensor, table: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean cross-entropy of the pool's targets over all items, a few sessions at a time (at 1M items a
+    whole pool's scores would take 16 GB)."""
+    rows = max(1, (1 << 26) // max(len(table), 1))  # about 256 MB of scores per chunk
+    total = sum(F.cross_entropy(s @ table.t(), t, reduction="sum").item()
+                for s, t in zip(sessions.split(rows), targets.split(rows)))
+    return total / max(len(targets), 1)
 
 
 def code_usage(codes: torch.Tensor, k: int) -> dict:

@@ -18,6 +18,7 @@ def sample_ranks(model: SessionRecommender, samples: Sequence[Sample], *, max_le
     """Each sample's 0-based target rank over the full item set (ties broken by index)."""
     was_training = model.training
     model.eval()
+    batch_size = max(1, min(batch_size, (1 << 26) // (model.num_items + 1)))  # ≤ 256 MB of scores a batch
     ranks = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]

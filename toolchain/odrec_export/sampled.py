@@ -46,23 +46,26 @@ def check_loss(loss: str, negatives: int, items=None) -> None:
 
 
 class NegativeSampler:
-    """Items 1..N drawn with probability ∝ training clicks + 1."""
+    """Items 1..N drawn with probability ∝ training clicks + 1; with ``in_batch``, the batch's own
+    targets join them (B more draws from about the same distribution: targets follow the clicks)."""
 
-    def __init__(self, counts: np.ndarray, negatives: int, seed: int = 0):
+    def __init__(self, counts: np.ndarray, negatives: int, seed: int = 0, in_batch: int = 0):
         weights = counts.astype(np.float64) + 1.0
         weights[0] = 0.0  # padding is never drawn
         q = weights / weights.sum()
         self.cdf = torch.from_numpy(np.cumsum(q)).float()
         self.cdf[-1] = 1.0
-        self.negatives = negatives
+        self.negatives, self.in_batch = negatives, in_batch
         # log of the expected number of draws of each item in one step: the log-Q correction
         with np.errstate(divide="ignore"):
-            self.log_expected = torch.from_numpy(np.log(negatives * q)).float()
+            self.log_expected = torch.from_numpy(np.log((negatives + in_batch) * q)).float()
         self.generator = torch.Generator().manual_seed(seed)
 
-    def draw(self) -> torch.Tensor:
+    def draw(self, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """This step's negatives; ``targets``: the whole (global) batch's, joined when ``in_batch``."""
         u = torch.rand(self.negatives, generator=self.generator)
-        return torch.searchsorted(self.cdf, u, right=True).clamp(1, len(self.cdf) - 1)
+        drawn = torch.searchsorted(self.cdf, u, right=True).clamp(1, len(self.cdf) - 1)
+        return torch.cat([drawn, targets.cpu()]) if self.in_batch and targets is not None else drawn
 
 
 def sampled_logits(sessions: torch.Tensor, items, targets: torch.Tensor, negatives: torch.Tensor,

@@ -50,6 +50,7 @@ class TrainConfig:
     lr_schedule: str = "constant"  # or "cosine": falls to 0 over the planned epochs × batches
     loss: str = "full"  # or "sampled": softmax over the target and `negatives` shared items (sampled.py)
     negatives: int = 1024
+    in_batch: bool = False  # sampled: the batch's targets join the drawn negatives
     length_buckets: int = 0  # sort the prefixes of every this many batches by length (less padding); 0: off
 
 
@@ -214,7 +215,8 @@ def run_epochs(model: SessionRecommender, data: SessionData, cfg: TrainConfig, s
     check_loss(cfg.loss, cfg.negatives, model.items)
     opt = Optimiser(groups, cfg.weight_decay)
     step = world.wrap(step.to(device))
-    sampler = NegativeSampler(data.item_counts(), cfg.negatives, cfg.seed) if cfg.loss == "sampled" else None
+    sampler = (NegativeSampler(data.item_counts(), cfg.negatives, cfg.seed, cfg.batch_size if cfg.in_batch else 0)
+               if cfg.loss == "sampled" else None)
     gen = torch.Generator().manual_seed(cfg.seed)
     history, selection = [], BestEpoch(cfg.patience)
     n_batches = batches.count(cfg.batch_size, cfg.max_batches)
@@ -230,8 +232,8 @@ def run_epochs(model: SessionRecommender, data: SessionData, cfg: TrainConfig, s
             schedule_lr(opt, base_lrs, lr_factor(cfg.lr_schedule, done))
             if before_step is not None:
                 before_step(done)
+            sample = Negatives(sampler.draw(targets).to(device), sampler.log_expected) if sampler else None
             ids, targets = trim_padding(world.shard(ids)).to(device), world.shard(targets).to(device)
-            sample = Negatives(sampler.draw().to(device), sampler.log_expected) if sampler else None
             out = step(ids, targets, sample)
             loss, parts = out if isinstance(out, tuple) else (out, {"loss": out.item()})
             opt.zero_grad()
