@@ -227,7 +227,10 @@ def run_epochs(model: SessionRecommender, data: SessionData, cfg: TrainConfig, s
         epoch_batches = batches.batches(cfg.batch_size, gen, cfg.max_batches, cfg.length_buckets)
         if world.main:
             epoch_batches = progress(epoch_batches, n_batches, f"{label} {epoch}")
+        warm = min(n_batches - 1, max(1, n_batches // 20))  # steps/s leaves out one-time start-up costs
         for i, (ids, targets) in enumerate(epoch_batches):
+            if i == warm:
+                t_warm = time.time()
             done = ((epoch - 1) * n_batches + i) / (cfg.epochs * n_batches)
             schedule_lr(opt, base_lrs, lr_factor(cfg.lr_schedule, done))
             if before_step is not None:
@@ -242,13 +245,14 @@ def run_epochs(model: SessionRecommender, data: SessionData, cfg: TrainConfig, s
             for key, v in parts.items():
                 sums[key] = sums.get(key, 0.0) + v * len(targets)
             seen += len(targets)
-        train_seconds = time.time() - t0
+        t_end = time.time()
+        train_seconds = t_end - t0
         totals = world.sum([*sums.values(), seen]).tolist()  # over every process's rows
         means = {key: v / max(totals[-1], 1) for key, v in zip(sums, totals)}
         val = (evaluate_model(model, data.valid_samples, max_len=model.encoder.cfg.max_len,
                               batch_size=cfg.eval_batch_size, device=device)
                if data.valid_samples and world.main else {})
-        steps_per_s = n_batches / max(train_seconds, 1e-9)
+        steps_per_s = (n_batches - warm) / max(t_end - t_warm, 1e-9) if n_batches > 1 else 1 / train_seconds
         history.append({"epoch": epoch, **(extra() if extra else {}), "losses": means,
                         "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0, "train_seconds": train_seconds,
                         "steps_per_second": steps_per_s, "processes": world.size, "valid": val})
