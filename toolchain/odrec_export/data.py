@@ -17,6 +17,7 @@ import csv
 import hashlib
 import math
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -139,24 +140,57 @@ def _parse_ids(text: str, path: Path, line_no: int) -> list[int]:
     return ids
 
 
+@contextmanager
+def _text_lines(path: Path, **kwargs):
+    """A file's lines as text; bytes that are not UTF-8 become a one-line DataError naming the file."""
+    try:
+        with open(path, encoding="utf-8", **kwargs) as f:
+            yield f
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); expected "
+                        "space-separated item ids or a CSV click log") from None
+
+
+class _LargestId:
+    """The largest item id seen and where, and how many distinct ids: a preprocessed folder numbers
+    its items 1..N, and one stray id of 10^20 must not make the model allocate 10^20 rows."""
+
+    def __init__(self):
+        self.value, self.where, self.distinct = 0, "", set()
+
+    def see(self, ids: list[int], path: Path, line_no: int) -> None:
+        self.distinct.update(ids)
+        top = max(ids, default=0)
+        if top > self.value:
+            self.value, self.where = top, f"{path}:{line_no}"
+
+    def check(self) -> int:
+        n = len(self.distinct)
+        if self.value > max(16 * n, n + 1_000_000):  # room for unclicked ids, not for a stray 10^20
+            raise DataError(f"{self.where}: item id {self.value}, but the folder has only {n} distinct item ids: "
+                            "a preprocessed folder numbers its items 1..N densely (docs/data-format.md); "
+                            "renumber them, or pass the raw click log as a CSV file instead")
+        return self.value
+
+
 def read_preprocessed(folder: Path, valid_fraction: float = 0.1) -> SessionData:
-    """Read ``train_sessions.txt`` and ``test_samples.txt`` (ids already 1..N)."""
+    """Read ``train_sessions.txt`` and ``test_samples.txt`` (ids already 1..N, docs/data-format.md)."""
     train_path, test_path = folder / "train_sessions.txt", folder / "test_samples.txt"
     if not train_path.is_file():
         raise DataError(f"{folder}: no train_sessions.txt (expected a preprocessed session folder)")
     sessions: list[list[int]] = []
-    skipped_short, max_id = 0, 0
-    with open(train_path) as f:
+    skipped_short, largest = 0, _LargestId()
+    with _text_lines(train_path) as f:
         for no, line in enumerate(f, 1):
             ids = _parse_ids(line, train_path, no)
-            max_id = max([max_id] + ids)
+            largest.see(ids, train_path, no)
             if len(ids) >= 2:
                 sessions.append(ids)
             elif ids:
                 skipped_short += 1
     test: list[Sample] = []
     if test_path.is_file():
-        with open(test_path) as f:
+        with _text_lines(test_path) as f:
             for no, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -167,9 +201,10 @@ def read_preprocessed(folder: Path, valid_fraction: float = 0.1) -> SessionData:
                 if len(t) != 1:
                     raise DataError(f"{test_path}:{no}: expected exactly one target item")
                 test.append((_parse_ids(prefix, test_path, no), t[0]))
+                largest.see(test[-1][0] + t, test_path, no)
     if not sessions:
         raise DataError(f"{train_path}: no session with at least two items")
-    num_items = max(max_id, max((max(p + [t]) for p, t in test), default=0))
+    num_items = largest.check()
     train, valid = split_validation(sessions, valid_fraction)
     files = [train_path] + ([test_path] if test_path.is_file() else [])
     return SessionData(
@@ -237,7 +272,7 @@ def _parse_date(text: str) -> float:
 def read_click_log(path: Path, protocol: ClickLogProtocol | None = None) -> SessionData:
     """Raw clicks → filtered sessions → time split → prefix samples, with a report of every drop."""
     p = protocol or ClickLogProtocol()
-    with open(path, newline="") as f:
+    with _text_lines(path, newline="") as f:
         head = f.readline()
         if not head.strip():
             raise DataError(f"{path}: empty file")
