@@ -215,7 +215,7 @@ def test_bad_inputs_are_one_line_errors(tiny_checkpoints, tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     assert_one_line_error(cli("build", "--ckpt", str(junk), "--out", str(tmp_path / "a")), 1, "junk.pt")
-    assert_one_line_error(cli("build", "--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "a")), 1,
+    assert_one_line_error(cli("build", "--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "a")), 2,
                           "missing.pt")
     full = tmp_path / "full"
     full.mkdir()

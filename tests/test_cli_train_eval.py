@@ -80,12 +80,12 @@ def test_init_continues_a_teacher_and_records_where_it_started(trained, tmp_path
 
 
 def test_bad_inputs_give_one_line_errors(tmp_path):
-    assert_one_line_error(cli("eval", "--ckpt", str(tmp_path / "nope.pt"), "--data", str(tmp_path)), 1,
-                          "no such checkpoint")
+    assert_one_line_error(cli("eval", "--ckpt", str(tmp_path / "nope.pt"), "--data", str(tmp_path)), 2,
+                          "no such checkpoint")  # a missing input: a usage error, exit 2 (README)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x80\x04not a checkpoint")
     assert_one_line_error(cli("eval", "--ckpt", str(junk), "--data", str(tmp_path)), 1, "junk.pt")
-    assert_one_line_error(cli("train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o.pt")), 1,
+    assert_one_line_error(cli("train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o.pt")), 2,
                           "no such file or directory")
     (tmp_path / "train_sessions.txt").write_text("1\n2\n")
     assert_one_line_error(cli("train", "--data", str(tmp_path), "--out", str(tmp_path / "o.pt")), 1,

@@ -115,7 +115,7 @@ def test_synth_catalogue_errors_are_one_line(tiny_checkpoints, tmp_path):
     r = cli("synth-catalogue", "--like", str(tiny_checkpoints[1]), "--items", "100", "--out", str(tiny_checkpoints[1]))
     assert_one_line_error(r, 2, "--like checkpoint itself")
     r = cli("synth-catalogue", "--like", str(tmp_path / "missing.pt"), "--items", "100", "--out", str(tmp_path / "x.pt"))
-    assert_one_line_error(r, 1, "missing.pt")
+    assert_one_line_error(r, 2, "missing.pt")
     r = cli("synth-catalogue", "--like", str(tiny_checkpoints[1]), "--items", "0", "--out", str(tmp_path / "x.pt"))
     assert_one_line_error(r, 2, "--items")
     assert not (tmp_path / "x.pt").exists()

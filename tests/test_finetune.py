@@ -71,12 +71,13 @@ def test_cli_finetunes_and_refuses_bad_input(tiny_checkpoints, with_bonus, tmp_p
     assert "repeat bonus fitted again" in r.stdout and load_checkpoint(out).provenance["finetune"]["objective"] == "all"
 
     missing = tmp_path / "missing.pt"
+    before = with_bonus.read_bytes()
     for args, code, needles in [
-        (["--ckpt", str(tmp_path / "nope.pt")], 1, ["nope.pt"]),
+        (["--ckpt", str(tmp_path / "nope.pt")], 2, ["nope.pt", "no such checkpoint"]),
         (["--ckpt", str(with_bonus), "--objective", "repeats"], 2, ["--objective"]),
-        (["--ckpt", str(missing)], 2, ["--out must not be --ckpt"]),
+        (["--ckpt", str(with_bonus), "--out", str(with_bonus)], 2, ["--out must not be --ckpt"]),
         (["--ckpt", str(tiny_checkpoints[0]), "--valid-fraction", "0.3"], 2, ["validation samples", "--valid-fraction"]),
-    ]:
-        r = cli("finetune", *args, "--data", str(DIGINETICA), "--out", str(missing), "--max-batches", "2")
+    ]:  # a later --out wins: the third case overrides the default one
+        r = cli("finetune", "--data", str(DIGINETICA), "--out", str(missing), "--max-batches", "2", *args)
         assert_one_line_error(r, code, *needles)
-    assert not missing.exists()
+    assert not missing.exists() and with_bonus.read_bytes() == before

@@ -87,11 +87,11 @@ def test_bench_runs_both_models_side_by_side(built):
 
 def test_report_and_bench_errors_are_one_line(tmp_path):
     for cmd in ("size-report", "bench"):
-        r = cli(cmd, str(tmp_path / "nope"))
-        assert r.returncode == 1 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+        r = cli(cmd, str(tmp_path / "nope"))  # not an artifact at all: a usage error, exit 2 as in verify
+        assert r.returncode == 2 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
         (tmp_path / "empty").mkdir(exist_ok=True)
         r = cli(cmd, str(tmp_path / "empty"))
-        assert r.returncode == 1 and "manifest.json" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        assert r.returncode == 2 and "manifest.json" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_computed_baseline_counts_reduced_encoder_weights_as_fp32(tiny_checkpoints, tmp_path):

@@ -46,6 +46,12 @@ class ArtifactError(OdrecError):
     """An artifact directory that is missing files or does not match its manifest."""
 
 
+class NotAnArtifact(ArtifactError):
+    """No artifact there at all (no directory, no manifest.json): a usage error, like a missing path."""
+
+    exit_code = 2
+
+
 def describe_files(folder: Path, names) -> dict:
     """{name: {"bytes": ..., "sha256": ...}} for the given files of ``folder``."""
     return {n: {"bytes": (folder / n).stat().st_size, "sha256": file_sha256(folder / n)} for n in sorted(names)}
@@ -59,9 +65,9 @@ def read_manifest(folder: str | Path) -> dict:
     folder = Path(folder)
     path = folder / MANIFEST_FILE
     if not folder.is_dir():
-        raise ArtifactError(f"{folder}: no such artifact directory")
+        raise NotAnArtifact(f"{folder}: no such artifact directory")
     if not path.is_file():
-        raise ArtifactError(f"{folder}: no {MANIFEST_FILE} (not an odrec-export artifact)")
+        raise NotAnArtifact(f"{folder}: no {MANIFEST_FILE} (not an odrec-export artifact)")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

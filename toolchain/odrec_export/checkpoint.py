@@ -80,8 +80,17 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> str:
     return file_sha256(path)
 
 
+def _first_sentence(text: str, limit: int = 160) -> str:
+    """The first sentence of an error's first line, cut at a word (not mid-word) if still long."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    line = line.split(". ", 1)[0].rstrip(".")
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " …"
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -89,10 +98,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for bad pickles; all mean "not loadable"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = _first_sentence(str(e)) or type(e).__name__
         if "weights_only" in str(e) or "Unsupported global" in str(e):
             reason = "it contains pickled objects other than tensors (refused, nothing executed)"
-        raise CheckpointError(f"{path}: not a valid odrec-export checkpoint: {reason[:200]}") from None
+        elif "PytorchStreamReader" in str(e) or "zip archive" in str(e) or "central directory" in str(e):
+            reason = f"truncated or not a torch archive ({reason})"
+        raise CheckpointError(f"{path}: not a valid odrec-export checkpoint: {reason}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an odrec-export checkpoint (missing format marker)")
     if payload.get("format_version") != FORMAT_VERSION:

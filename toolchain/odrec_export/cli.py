@@ -11,10 +11,54 @@ from typing import Optional
 
 import typer
 
+from . import __version__
 from .errors import OdrecError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, compress and export compact session-based recommenders for phones.")
+
+
+def choice(option: str, *values: str) -> dict:
+    """Option settings for a fixed set of values: listed in --help, and a typo is a one-line error
+    while the command line is parsed, before anything heavy loads."""
+    def check(value):
+        if value is not None and value not in values:
+            raise typer.BadParameter(f"unknown {option.lstrip('-')} '{value}' for {option} "
+                                     f"(choose from {', '.join(values)})")
+        return value
+    return {"callback": check, "metavar": "[" + "|".join(values) + "]"}
+
+
+def existing(option: str, kind: str = "file") -> dict:
+    """Option settings for an input path: a missing one, or a folder where a file belongs (and the
+    reverse), is a one-line usage error (exit 2) while the command line is parsed."""
+    def check(value):
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            if path is None:
+                continue
+            if not path.exists():
+                raise typer.BadParameter(f"{option} {path}: no such {'directory' if kind == 'dir' else kind}")
+            if kind == "checkpoint file" and path.is_dir():
+                raise typer.BadParameter(f"{option} {path}: is a directory, not a checkpoint file")
+            if kind == "dir" and not path.is_dir():
+                raise typer.BadParameter(f"{option} {path}: not a directory")
+        return value
+    return {"callback": check}
+
+
+CKPT = "checkpoint file"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"odrec-export {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Train, compress and export compact session-based recommenders for phones."""
 
 
 def _fail(message: str, code: int) -> None:
@@ -86,7 +130,7 @@ def _protocol(delimiter, session_col, item_col, time_col, date_col, test_days, v
                             valid_fraction=valid_fraction)
 
 
-DataOpt = typer.Option(..., "--data", help="Preprocessed folder (train_sessions.txt, test_samples.txt) or raw click-log CSV.")
+DataOpt = typer.Option(..., "--data", **existing("--data", "file or directory"), help="Preprocessed folder (train_sessions.txt, test_samples.txt) or raw click-log CSV.")
 DelimiterOpt = typer.Option(None, help="CSV delimiter (default: sniffed from the header).")
 SessionColOpt = typer.Option(None, help="Session id column (default: session_id, sessionId, ...).")
 ItemColOpt = typer.Option(None, help="Item id column (default: item_id, itemId, ...).")
@@ -94,7 +138,7 @@ TimeColOpt = typer.Option(None, help="Column ordering clicks in a session (defau
 DateColOpt = typer.Option(None, help="Column dating a session for the time split (default: eventdate/date if present).")
 TestDaysOpt = typer.Option(7, help="Raw logs: sessions of the last N days form the test set.")
 ValidOpt = typer.Option(0.1, help="Fraction of training sessions (the latest) held out for model selection.")
-LossOpt = typer.Option("full", "--loss", help="full: softmax over all items (exact, O(N) a step); sampled: over the "
+LossOpt = typer.Option("full", "--loss", **choice("--loss", "full", "sampled"), help="full: softmax over all items (exact, O(N) a step); sampled: over the "
                        "target and --negatives items shared by the batch, drawn by click frequency with the log-Q "
                        "correction (a step costs what it touches; see docs/training.md).")
 NegativesOpt = typer.Option(1024, "--negatives", min=1, help="--loss sampled: negatives per step, shared by the batch.")
@@ -114,13 +158,14 @@ def train(
     out: Path = typer.Option(..., "--out", help="Checkpoint file to write (atomically)."),
     epochs: int = typer.Option(10, min=0, help="Maximum epochs (early stopping on validation HR@10); a student "
                                "with 0 is its fitted item representation + the teacher's encoder, undistilled."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = typer.Option("cpu", **choice("--device", "cpu", "cuda"), help="Where to train."),
     seed: int = typer.Option(0, help="Random seed."),
     batch_size: int = typer.Option(128, min=1),
     max_batches: Optional[int] = typer.Option(None, "--max-batches", min=1, help="Batches per epoch (a random "
                                               "subset; default: all): short runs on big data."),
     lr: float = typer.Option(1e-3),
-    lr_schedule: str = typer.Option("constant", "--lr-schedule", help="constant, or cosine: the learning rate "
+    lr_schedule: str = typer.Option("constant", "--lr-schedule", **choice("--lr-schedule", "constant", "cosine"),
+                                    help="constant, or cosine: the learning rate "
                                     "falls to 0 over the planned epochs × batches."),
     patience: int = typer.Option(2, min=1, help="Epochs without validation gain before stopping."),
     dim: int = typer.Option(128, min=8, help="Embedding dimension d."),
@@ -128,12 +173,13 @@ def train(
     layers: int = typer.Option(1, min=1),
     max_len: int = typer.Option(50, min=1, help="Maximum session length seen by the encoder."),
     dropout: float = typer.Option(0.5, min=0.0, max=0.95),
-    share: str = typer.Option("none", help="Encoder weight sharing across blocks (CpRec): none, cross-block, "
+    share: str = typer.Option("none", **choice("--share", "none", "cross-block", "adjacent-block",
+                                                      "adjacent-layer", "cross-layer"), help="Encoder weight sharing across blocks (CpRec): none, cross-block, "
                               "adjacent-block, adjacent-layer, cross-layer."),
-    compressor: str = typer.Option("none", help="none: the teacher (with --teacher: an uncompressed student); "
+    compressor: str = typer.Option("none", **choice("--compressor", "none", "codes", "tt", "stt", "cprec"), help="none: the teacher (with --teacher: an uncompressed student); "
                                    "codes: compositional codes (EODRec); stt: semi-tensor train (OD-Rec); "
                                    "tt: tensor train (TT-Rec); cprec: CpRec blocks + adaptive softmax."),
-    teacher: Optional[Path] = typer.Option(None, help="Students: distil from this teacher checkpoint "
+    teacher: Optional[Path] = typer.Option(None, **existing("--teacher", CKPT), help="Students: distil from this teacher checkpoint "
                                            "(default: train a teacher first)."),
     m: int = typer.Option(8, min=1, help="codes: number of codebooks M (8 x 64: about 35x fewer bytes than the "
                           "fp32 table; see docs/compressors.md for why)."),
@@ -162,7 +208,7 @@ def train(
     code_steps: int = typer.Option(300, min=1, help="codes: code-learning steps (full item table each)."),
     loss: str = LossOpt, negatives: int = NegativesOpt, length_buckets: int = BucketsOpt, in_batch: bool = InBatchOpt,
     nproc: int = NprocOpt,
-    init: Optional[Path] = typer.Option(None, "--init", help="Continue a stopped or finished run from its "
+    init: Optional[Path] = typer.Option(None, "--init", **existing("--init", CKPT), help="Continue a stopped or finished run from its "
                                         "checkpoint: a teacher's (no --teacher), or, with --teacher, a student's "
                                         "(no code learning; its compressor is kept). --dim, --m etc. are ignored."),
     delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
@@ -268,12 +314,12 @@ def _items_config(compressor: str, m: int, k: int, rank: int | None, blocks: str
 @app.command("eval")
 @one_line_errors
 def eval_cmd(
-    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint to evaluate."),
+    ckpt: Path = typer.Option(..., "--ckpt", **existing("--ckpt", CKPT), help="Checkpoint to evaluate."),
     data: Path = DataOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (fractions)."),
     by_group: bool = typer.Option(False, "--breakdown", help="Also per group of samples: by the target's clicks "
                                   "in the training sessions, and by whether it is already in the session."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = typer.Option("cpu", **choice("--device", "cpu", "cuda"), help="Where to train."),
     delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
     item_col: Optional[str] = ItemColOpt, time_col: Optional[str] = TimeColOpt,
     date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
@@ -321,10 +367,10 @@ def eval_cmd(
 @app.command("repeat-bonus")
 @one_line_errors
 def repeat_bonus_cmd(
-    ckpt: Path = typer.Option(..., "--ckpt", help="Trained checkpoint (teacher or student)."),
+    ckpt: Path = typer.Option(..., "--ckpt", **existing("--ckpt", CKPT), help="Trained checkpoint (teacher or student)."),
     data: Path = DataOpt,
     out: Path = typer.Option(..., "--out", help="Checkpoint to write: --ckpt with the bonus (may be --ckpt itself)."),
-    metric: str = typer.Option("NDCG@10", help="Validation metric the weights maximise: NDCG@10 or HR@10."),
+    metric: str = typer.Option("NDCG@10", **choice("--metric", "NDCG@10", "HR@10"), help="Validation metric the weights maximise: NDCG@10 or HR@10."),
     delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
     item_col: Optional[str] = ItemColOpt, time_col: Optional[str] = TimeColOpt,
     date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
@@ -356,20 +402,22 @@ def repeat_bonus_cmd(
 @app.command()
 @one_line_errors
 def finetune(
-    ckpt: Path = typer.Option(..., "--ckpt", help="Trained checkpoint (teacher or student) to continue."),
+    ckpt: Path = typer.Option(..., "--ckpt", **existing("--ckpt", CKPT),
+                              help="Trained checkpoint (teacher or student) to continue."),
     data: Path = DataOpt,
     out: Path = typer.Option(..., "--out", help="Checkpoint file to write (atomically)."),
-    objective: str = typer.Option("new", help="new: only targets new to the session, the session's items left "
+    objective: str = typer.Option("new", **choice("--objective", "new", "all"), help="new: only targets new to the session, the session's items left "
                                   "out of the softmax (a repeat bonus ranks those); all: plain cross-entropy."),
     epochs: int = typer.Option(1, min=1, help="Maximum epochs (the best validation HR@10 is kept)."),
     max_batches: Optional[int] = typer.Option(None, "--max-batches", min=1, help="Batches per epoch (a random "
                                               "subset; default: all)."),
     lr: float = typer.Option(1e-4, help="Learning rate (a trained model: keep it small)."),
-    lr_schedule: str = typer.Option("cosine", "--lr-schedule", help="constant or cosine."),
+    lr_schedule: str = typer.Option("cosine", "--lr-schedule", **choice("--lr-schedule", "constant", "cosine"),
+                                    help="How the learning rate moves over the run."),
     batch_size: int = typer.Option(128, min=1),
     patience: int = typer.Option(1, min=1, help="Epochs without validation gain before stopping."),
     seed: int = typer.Option(0, help="Random seed."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = typer.Option("cpu", **choice("--device", "cpu", "cuda"), help="Where to train."),
     loss: str = LossOpt, negatives: int = NegativesOpt, length_buckets: int = BucketsOpt, in_batch: bool = InBatchOpt,
     nproc: int = NprocOpt,
     delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
@@ -413,10 +461,10 @@ def finetune(
 @app.command()
 @one_line_errors
 def verify(
-    folder: Path = typer.Argument(..., help="Artifact directory written by build."),
-    ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Checkpoint for the PyTorch reference "
+    folder: Path = typer.Argument(..., **existing("artifact", "dir"), help="Artifact directory written by build."),
+    ckpt: Optional[Path] = typer.Option(None, "--ckpt", **existing("--ckpt", CKPT), help="Checkpoint for the PyTorch reference "
                                         "(default: the one the manifest names, when reachable)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Real sessions (folder or click log); "
+    data: Optional[Path] = typer.Option(None, "--data", **existing("--data", "file or directory"), help="Real sessions (folder or click log); "
                                         "default: sessions sampled from the artifact's items."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object, a field per check and platform."),
     arm: bool = typer.Option(True, "--arm/--no-arm", help="Also run onnxruntime aarch64 under qemu."),
@@ -444,18 +492,20 @@ def verify(
 @app.command()
 @one_line_errors
 def build(
-    ckpt: Path = typer.Option(..., "--ckpt", help="Student (codes, tt, stt, cprec) or teacher (none) checkpoint."),
+    ckpt: Path = typer.Option(..., "--ckpt", **existing("--ckpt", CKPT),
+                              help="Student (codes, tt, stt, cprec) or teacher (none) checkpoint."),
     out: Path = typer.Option(..., "--out", help="Artifact directory to write (atomically)."),
-    quant: str = typer.Option("int8", help="Codebook quantisation: int8 (per-row scale) or fp32."),
-    encoder_quant: str = typer.Option("fp32", "--encoder-quant", help="Encoder MatMul weights: fp32, fp16 (half the bytes, fp32 arithmetic) or int8 (per-column scale; onnxruntime's MatMulNBits fusion then also quantises activations)."),
+    quant: str = typer.Option("int8", **choice("--quant", "int8", "fp32"), help="Codebook quantisation: int8 "
+                              "(per-row scale) or fp32 (int4 is refused: plain 4-bit rounding loses too much)."),
+    encoder_quant: str = typer.Option("fp32", "--encoder-quant", **choice("--encoder-quant", "fp32", "fp16", "int8"), help="Encoder MatMul weights: fp32, fp16 (half the bytes, fp32 arithmetic) or int8 (per-column scale; onnxruntime's MatMulNBits fusion then also quantises activations)."),
     top_k: int = typer.Option(20, "--top-k", help="How many items the graph returns."),
     ort_format: bool = typer.Option(False, "--ort", help="Also write model.ort (onnxruntime mobile format)."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxsim (kept only when it does not grow the file)."),
-    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Evaluate the built graph on this data's test samples."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", **existing("--eval-data", "file or directory"), help="Evaluate the built graph on this data's test samples."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out directory."),
     expand_top: Optional[int] = typer.Option(None, "--expand-top", help="cprec: expand only the tail blocks whose "
                                              "cluster is in the head's top-k (CpRec's fast, approximate output)."),
-    id_map: str = typer.Option("auto", "--id-map", help="Item ids: binary (items.bin, 1-3 bytes an id; integer ids "
+    id_map: str = typer.Option("auto", "--id-map", **choice("--id-map", "auto", "binary", "text"), help="Item ids: binary (items.bin, 1-3 bytes an id; integer ids "
                                "only), text (items.txt, any ids) or auto (binary when every id is an integer)."),
 ):
     """Freeze a checkpoint into an ONNX artifact: model.onnx, items.bin or items.txt, manifest.json [, model.ort]."""
@@ -480,9 +530,9 @@ def build(
 @app.command("size-report")
 @one_line_errors
 def size_report_cmd(
-    folder: Path = typer.Argument(..., help="Artifact directory written by build."),
+    folder: Path = typer.Argument(..., **existing("artifact", "dir"), help="Artifact directory written by build."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Build the fp32-table baseline from this checkpoint "
+    baseline: Optional[Path] = typer.Option(None, "--baseline", **existing("--baseline", CKPT), help="Build the fp32-table baseline from this checkpoint "
                                             "(default: computed from the artifact's own sizes)."),
 ):
     """Bytes per part, compression ratios vs an fp32 N×d item table, resident memory after loading."""
@@ -495,7 +545,7 @@ def size_report_cmd(
 @app.command()
 @one_line_errors
 def bench(
-    folders: list[Path] = typer.Argument(..., help="Artifact directory written by build; with --compare, two or "
+    folders: list[Path] = typer.Argument(..., **existing("artifact", "dir"), help="Artifact directory written by build; with --compare, two or "
                                          "more (ratios are against the first).", metavar="DIR"),
     compare: bool = typer.Option(False, "--compare", help="Compare the artifacts side by side instead (bytes, "
                                  "item representation, recorded HR/NDCG@10, latency, memory; interleaved runs)."),
@@ -546,7 +596,7 @@ def synth_data_cmd(
 @app.command("synth-catalogue")
 @one_line_errors
 def synth_catalogue_cmd(
-    like: Path = typer.Option(..., "--like", help="Codes student whose encoder, codebooks and repeat bonus to copy."),
+    like: Path = typer.Option(..., "--like", **existing("--like", CKPT), help="Codes student whose encoder, codebooks and repeat bonus to copy."),
     items: int = typer.Option(..., "--items", help="Number of items in the synthetic catalogue."),
     out: Path = typer.Option(..., "--out", help="Checkpoint to write."),
     seed: int = typer.Option(0, help="Seed for the random codes and ids."),
@@ -560,7 +610,22 @@ def synth_catalogue_cmd(
 
 
 def main() -> None:  # pragma: no cover - entry point
-    app()
+    """The console script: click's own usage errors (an unknown option or value, a missing one) become
+    one ``error:`` line and exit status 2, like the toolchain's."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.BadParameter as e:  # ours carry their whole message; click's (a missing option) format one
+        typer.echo(f"error: {e.message or e.format_message()}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # click's UsageError (typer vendors click): an unknown or missing option
+        if getattr(e, "exit_code", None) != 2 or not hasattr(e, "format_message"):
+            raise
+        typer.echo(f"error: {e.format_message()} (see --help)", err=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
