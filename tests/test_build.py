@@ -99,6 +99,9 @@ def test_all_padding_gives_a_valid_deterministic_top_k(built, kind):
     assert (ids == again).all() and np.isfinite(scores).all()
     assert ((ids >= 1) & (ids <= n)).all()
     assert (ids[0] == ids[1]).all()
+    # a session of length 0 (the sequence axis is dynamic) is an all-padding one, not a crash
+    empty_ids, empty_scores = run(built[kind], np.zeros((2, 0), dtype=np.int64))
+    assert (empty_ids == ids[0]).all() and np.array_equal(empty_scores[0], scores[0])
 
 
 # --------------------------------------------------------------------------- exactness

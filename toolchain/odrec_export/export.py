@@ -165,7 +165,9 @@ def _simplify(model: onnx.ModelProto, what: str) -> tuple[onnx.ModelProto, str]:
 
 def _clean_input(g: Graph, num_items: int, max_len: int) -> tuple[str, str]:
     """item_ids → compacted, truncated ids ``enc/ids`` and a float mask of real slots."""
-    x = A.INPUT_NAME
+    # One padding slot in front: a session of length 0 (item_ids B × 0) becomes an all-padding one.
+    g.const("pad_one_in_front", np.array([0, 1, 0, 0], np.int64))
+    x = g.op("Pad", [A.INPUT_NAME, "pad_one_in_front"], "item_ids_padded")
     g.const("zero_i64", np.array(0, np.int64))
     g.const("num_items", np.array(num_items, np.int64))
     valid = g.op("And", [g.op("Greater", [x, "zero_i64"], "gt0"),

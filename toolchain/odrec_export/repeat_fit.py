@@ -23,7 +23,7 @@ import torch
 
 from .checkpoint import Checkpoint
 from .data import Sample, pad_batch
-from .metrics import metrics_from_ranks
+from .metrics import metrics_from_ranks, target_ranks
 from .models.recommender import SessionRecommender
 from .models.repeat import CONFIG_KEY as REPEAT_KEY, RepeatBonus, slot_weights
 
@@ -41,8 +41,11 @@ class SessionSlots:
     others_top: torch.Tensor  # float, sample × depth: best scores of the items not in the session, descending
     target_slot: torch.Tensor  # long, per sample: the target's owner slot, -1 when it is new to the session
     target_base: torch.Tensor  # float, per sample: the target's score without bonus
-    target_rank_others: torch.Tensor  # long, per sample: items not in the session scored above the target
+    target_rank_others: torch.Tensor  # long, per sample: items not in the session ranked above the target
     spread: torch.Tensor  # float, per sample: the std of its scores over all items
+    items: torch.Tensor  # long: the slot's item index (0 at padding)
+    others_top_items: torch.Tensor  # long, sample × depth: the items of ``others_top``
+    target: torch.Tensor  # long, per sample: the target item
 
 
 @torch.no_grad()
@@ -66,9 +69,11 @@ def session_slots(model: SessionRecommender, samples: Sequence[Sample], depth: i
             others = scores.scatter(1, ids, float("-inf"))  # column 0 is -inf already
             target_base = scores.gather(1, targets)
             hit = (ids == targets) & real
-            parts.append((real, owner, scores.gather(1, ids), others.topk(min(depth, others.shape[1]), dim=1).values,
+            top = others.topk(min(depth, others.shape[1]), dim=1)
+            parts.append((real, owner, scores.gather(1, ids), top.values,
                           torch.where(hit, owner, -1).max(1).values, target_base.squeeze(1),
-                          (others > target_base).sum(1), scores[:, 1:].std(dim=1)))
+                          target_ranks(others, targets.squeeze(1)), scores[:, 1:].std(dim=1),
+                          ids, top.indices, targets.squeeze(1)))
     finally:
         model.repeat = saved
         model.train(was_training)
@@ -82,9 +87,16 @@ def bucket_weights(values: Sequence[float], max_len: int) -> torch.Tensor:
     return torch.tensor(np.asarray(values, dtype=np.float32)[bucket])
 
 
+def _ranked_above(scores: torch.Tensor, items: torch.Tensor, score: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+    """Per row, how many of ``scores`` rank above (``score``, ``item``): higher, or equal with a lower
+    index (metrics.py's rule, the artifact's TopK order)."""
+    s, i = score.unsqueeze(1), item.unsqueeze(1)
+    return ((scores > s) | ((scores == s) & (items < i))).sum(1)
+
+
 def ranks_with_bonus(weights: torch.Tensor, slots: SessionSlots) -> torch.Tensor:
-    """Each sample's 0-based target rank with per-recency bonus ``weights``: exact below the kept depth
-    (ties aside), at least the depth beyond it."""
+    """Each sample's 0-based target rank with per-recency bonus ``weights``: exact below the kept depth,
+    at least the depth beyond it; ties broken by item index as in ``metrics.target_ranks``."""
     length = slots.real.shape[1]
     per_slot = slot_weights(weights, slots.real)
     bonus = torch.zeros_like(slots.base).scatter_add(1, slots.owner, per_slot)
@@ -93,8 +105,9 @@ def ranks_with_bonus(weights: torch.Tensor, slots: SessionSlots) -> torch.Tensor
     repeat = slots.target_slot >= 0
     target = torch.where(repeat, session.gather(1, slots.target_slot.clamp(min=0).unsqueeze(1)).squeeze(1),
                          slots.target_base)
-    above_in_session = (session > target.unsqueeze(1)).sum(1)
-    above_others = torch.where(repeat, (slots.others_top > target.unsqueeze(1)).sum(1), slots.target_rank_others)
+    above_in_session = _ranked_above(session, slots.items, target, slots.target)
+    above_others = torch.where(repeat, _ranked_above(slots.others_top, slots.others_top_items, target, slots.target),
+                               slots.target_rank_others)
     return above_in_session + above_others
 
 

@@ -301,6 +301,7 @@ def build_cases(num_items: int, max_len: int, real: list[list[int]], real_name: 
         [-1, s[0], n + 1, s[1], s[2]], [s[0], s[1], big, s[2], -7], [small, s[0], s[1], s[2], n + 1000],
         [-1, -2, n + 1, big, small]], dtype=np.int64)))
     cases.append(Case("all padding", np.zeros((2, max_len), dtype=np.int64)))
+    cases.append(Case("length 0", np.zeros((2, 0), dtype=np.int64)))
     return cases
 
 
