@@ -93,7 +93,8 @@ def tiny_checkpoints(tmp_path_factory, diginetica):
 def built(tiny_checkpoints, tmp_path_factory):
     """Artifacts built from the tiny checkpoints: {"int8": DIR, "fp32": DIR, "teacher": DIR}.
 
-    The int8 one goes through the CLI with --eval-data and --ort, the others through the library.
+    The int8 one goes through the CLI with --eval-data and --ort (default options: fp16 encoder weights),
+    the others through the library, all in fp32.
     """
     import subprocess
     import sys
@@ -106,6 +107,6 @@ def built(tiny_checkpoints, tmp_path_factory):
                         str(root / "int8"), "--eval-data", str(DIGINETICA), "--ort"],
                        capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
-    build(student, root / "fp32", BuildOptions(quant="fp32"))
-    build(teacher, root / "teacher", BuildOptions(quant="fp32"))
+    build(student, root / "fp32", BuildOptions(quant="fp32", encoder_quant="fp32"))  # exact against PyTorch
+    build(teacher, root / "teacher", BuildOptions(quant="fp32", encoder_quant="fp32"))
     return {"int8": root / "int8", "fp32": root / "fp32", "teacher": root / "teacher", "cli_stdout": r.stdout}

@@ -231,13 +231,21 @@ def test_bad_inputs_are_one_line_errors(tiny_checkpoints, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "junk.pt"]
 
 
-def test_int8_encoder_weights_shrink_the_encoder_and_keep_the_ranking(built, tiny_checkpoints, tmp_path):
+@pytest.fixture(scope="module")
+def fp32_encoder(tiny_checkpoints, tmp_path_factory):
+    """The int8-codebook artifact with fp32 encoder weights (the reference for the reduced encoders)."""
+    out = tmp_path_factory.mktemp("e32") / "art"
+    build(tiny_checkpoints[1], out, BuildOptions(quant="int8", encoder_quant="fp32"))
+    return out
+
+
+def test_int8_encoder_weights_shrink_the_encoder_and_keep_the_ranking(built, fp32_encoder, tiny_checkpoints, tmp_path):
     m = build(tiny_checkpoints[1], tmp_path / "e8", BuildOptions(quant="int8", encoder_quant="int8"))
     assert m["quantisation"]["encoder"].startswith("int8")
     model = onnx.load(str(tmp_path / "e8" / A.MODEL_FILE))
     int8_weights = [i for i in model.graph.initializer if i.name.startswith("enc/") and i.data_type == onnx.TensorProto.INT8]
     assert int8_weights
-    assert (tmp_path / "e8" / A.MODEL_FILE).stat().st_size < 0.75 * (built["int8"] / A.MODEL_FILE).stat().st_size
+    assert (tmp_path / "e8" / A.MODEL_FILE).stat().st_size < 0.75 * (fp32_encoder / A.MODEL_FILE).stat().st_size
     n = m["num_items"]
     batch = np.random.default_rng(2).integers(1, n + 1, size=(64, 6))
     q, _ = run(tmp_path / "e8", batch)
@@ -247,16 +255,18 @@ def test_int8_encoder_weights_shrink_the_encoder_and_keep_the_ranking(built, tin
                               "--encoder-quant", "int2"), 2, "--encoder-quant")
 
 
-def test_fp16_encoder_weights_halve_the_encoder_and_keep_fp32_arithmetic(built, tiny_checkpoints, tmp_path):
+def test_fp16_encoder_weights_halve_the_encoder_and_keep_fp32_arithmetic(built, fp32_encoder, tiny_checkpoints,
+                                                                        tmp_path):
     m = build(tiny_checkpoints[1], tmp_path / "e16", BuildOptions(quant="int8", encoder_quant="fp16"))
+    assert A.read_manifest(built["int8"])["quantisation"]["encoder"].startswith("fp16")  # build's default
     assert m["quantisation"]["encoder"].startswith("fp16")
     model = onnx.load(str(tmp_path / "e16" / A.MODEL_FILE))
     halves = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
     assert halves and all(i.name.startswith("enc/") and i.name.endswith("_fp16") for i in halves)
-    assert (tmp_path / "e16" / A.MODEL_FILE).stat().st_size < (built["int8"] / A.MODEL_FILE).stat().st_size
+    assert (tmp_path / "e16" / A.MODEL_FILE).stat().st_size < (fp32_encoder / A.MODEL_FILE).stat().st_size
     batch = np.random.default_rng(3).integers(1, m["num_items"] + 1, size=(64, 6))
     h_ids, h_scores = run(tmp_path / "e16", batch)
-    f_ids, f_scores = run(built["int8"], batch)
+    f_ids, f_scores = run(fp32_encoder, batch)
     assert np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(h_ids, f_ids)]) >= 0.95
     assert np.max(np.abs(h_scores - f_scores)) < 1e-2 * np.max(np.abs(f_scores))
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from odrec_export.train import BestEpoch, trim_padding
+from odrec_export.train import BestEpoch, TrainConfig, trim_padding
 
 
 def test_best_epoch_keeps_the_best_weights_and_stops_after_patience():
@@ -65,3 +65,21 @@ def test_training_records_the_rate_each_epoch_ended_at(diginetica):
     const = [h["lr"] for h in runs["constant"].provenance["history"]]
     cos = [h["lr"] for h in runs["cosine"].provenance["history"]]
     assert const == [1e-3, 1e-3] and 1e-3 > cos[0] > cos[1] > 0
+
+
+def test_a_continuation_that_validates_worse_keeps_its_start(diginetica):
+    """A run continued from a checkpoint (--init, finetune) returns its start when no epoch beats it."""
+    from odrec_export.models.encoder import EncoderConfig
+    from odrec_export.models.registry import build_model
+    from odrec_export.train import cross_entropy_loss, fit
+
+    torch.manual_seed(0)
+    model = build_model({"encoder": EncoderConfig(num_items=diginetica.num_items, dim=16, max_len=10).to_dict(),
+                         "compressor": "none", "items": {}})
+    fit(model, diginetica, TrainConfig(epochs=2), cross_entropy_loss, log=lambda _: None)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    lines = []
+    history = fit(model, diginetica, TrainConfig(epochs=1, lr=50.0), cross_entropy_loss, log=lines.append,
+                  keep_start=True)  # a rate that wrecks the model
+    assert history["best_epoch"] == 0 and any("keeping the start" in line for line in lines)
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())

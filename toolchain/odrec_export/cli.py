@@ -123,11 +123,21 @@ def _relaunched(nproc: int, device: str) -> bool:
 
 
 def _protocol(delimiter, session_col, item_col, time_col, date_col, test_days, valid_fraction):
+    """The data protocol; ``valid_fraction`` None stays None (``_split_like`` then takes the checkpoint's)."""
     from .data import ClickLogProtocol
 
     return ClickLogProtocol(delimiter=delimiter, session_col=session_col, item_col=item_col,
                             time_col=time_col, date_col=date_col, test_days=test_days,
                             valid_fraction=valid_fraction)
+
+
+def _split_like(checkpoint, data: Path, protocol):
+    """--data split with --valid-fraction when given, else as the checkpoint's own run split it."""
+    from .data import load_like_checkpoint, load_sessions
+
+    if protocol.valid_fraction is not None:
+        return load_sessions(data, protocol)
+    return load_like_checkpoint(data, protocol, checkpoint.provenance)
 
 
 DataOpt = typer.Option(..., "--data", **existing("--data", "file or directory"), help="Preprocessed folder (train_sessions.txt, test_samples.txt) or raw click-log CSV.")
@@ -138,6 +148,8 @@ TimeColOpt = typer.Option(None, help="Column ordering clicks in a session (defau
 DateColOpt = typer.Option(None, help="Column dating a session for the time split (default: eventdate/date if present).")
 TestDaysOpt = typer.Option(7, help="Raw logs: sessions of the last N days form the test set.")
 ValidOpt = typer.Option(0.1, help="Fraction of training sessions (the latest) held out for model selection.")
+SplitOpt = typer.Option(None, "--valid-fraction", help="Fraction of training sessions (the latest) held out for "
+                        "validation (default: the split the checkpoint was selected on).")
 LossOpt = typer.Option("full", "--loss", **choice("--loss", "full", "sampled"), help="full: softmax over all items (exact, O(N) a step); sampled: over the "
                        "target and --negatives items shared by the batch, drawn by click frequency with the log-Q "
                        "correction (a step costs what it touches; see docs/training.md).")
@@ -322,13 +334,13 @@ def eval_cmd(
     device: str = typer.Option("cpu", **choice("--device", "cpu", "cuda"), help="Where to train."),
     delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
     item_col: Optional[str] = ItemColOpt, time_col: Optional[str] = TimeColOpt,
-    date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
+    date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: Optional[float] = SplitOpt,
 ):
     """Evaluate a checkpoint on the test samples of --data (HR/NDCG/MRR @5/10/20, full item set)."""
     import numpy as np
 
     from .checkpoint import load_checkpoint
-    from .data import Vocabulary, load_sessions
+    from .data import Vocabulary
     from .errors import DataError
     from .evaluate import breakdown, remap_samples, sample_ranks
     from .metrics import format_table, metrics_from_ranks
@@ -337,13 +349,13 @@ def eval_cmd(
 
     checkpoint = load_checkpoint(ckpt)
     model = model_from_checkpoint(checkpoint, str(ckpt)).to(resolve_device(device))
-    sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
-                                             test_days, valid_fraction))
+    sessions = _split_like(checkpoint, data, _protocol(delimiter, session_col, item_col, time_col, date_col,
+                                                       test_days, valid_fraction))
     samples, skipped = remap_samples(sessions.test_samples, sessions.vocab, Vocabulary(checkpoint.vocab))
     if not samples:
         raise DataError(f"{data}: no test sample whose items the checkpoint knows")
     max_len = model.encoder.cfg.max_len
-    ranks = sample_ranks(model, samples, max_len=max_len, device=device)
+    ranks = sample_ranks(model, samples, max_len=max_len, device=device, progress=_rich_progress)
     metrics = metrics_from_ranks(ranks)
     metrics["skipped_unknown_items"] = skipped
     metrics["repeat_bonus"] = model.repeat is not None
@@ -373,12 +385,11 @@ def repeat_bonus_cmd(
     metric: str = typer.Option("NDCG@10", **choice("--metric", "NDCG@10", "HR@10"), help="Validation metric the weights maximise: NDCG@10 or HR@10."),
     delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
     item_col: Optional[str] = ItemColOpt, time_col: Optional[str] = TimeColOpt,
-    date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
+    date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: Optional[float] = SplitOpt,
 ):
     """Fit a repeat bonus (a score added to items already in the session, by how recently they
     occurred) on the validation split the checkpoint was trained with; the rest of the model is unchanged."""
-    from .checkpoint import save_checkpoint
-    from .data import load_sessions
+    from .checkpoint import load_checkpoint, save_checkpoint
     from .distill import check_same_split, checkpoint_for
     from .errors import UsageError
     from .models.registry import model_from_checkpoint
@@ -386,8 +397,8 @@ def repeat_bonus_cmd(
 
     if metric not in OBJECTIVES:
         raise UsageError(f"unknown --metric '{metric}' (known: {', '.join(OBJECTIVES)})")
-    sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
-                                             test_days, valid_fraction))
+    sessions = _split_like(load_checkpoint(ckpt), data, _protocol(delimiter, session_col, item_col, time_col,
+                                                                  date_col, test_days, valid_fraction))
     checkpoint = checkpoint_for(ckpt, sessions, "trained model", lambda c: True)
     check_same_split(checkpoint, sessions, ckpt)
     model = model_from_checkpoint(checkpoint, str(ckpt))
@@ -422,14 +433,13 @@ def finetune(
     nproc: int = NprocOpt,
     delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
     item_col: Optional[str] = ItemColOpt, time_col: Optional[str] = TimeColOpt,
-    date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: float = ValidOpt,
+    date_col: Optional[str] = DateColOpt, test_days: int = TestDaysOpt, valid_fraction: Optional[float] = SplitOpt,
 ):
     """Continue a trained model with cross-entropy alone (no teacher needed); a repeat bonus it had is
     fitted again afterwards on the validation split."""
     if _relaunched(nproc, device):
         return
     from .checkpoint import save_checkpoint
-    from .data import load_sessions
     from .errors import UsageError
     from .finetune import OBJECTIVES, finetune as finetune_model, load_for_finetune
     from .metrics import format_table
@@ -445,8 +455,10 @@ def finetune(
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                       device=resolve_device(device), max_batches=max_batches, lr_schedule=lr_schedule,
                       loss=loss, negatives=negatives, length_buckets=length_buckets, in_batch=in_batch)
-    sessions = load_sessions(data, _protocol(delimiter, session_col, item_col, time_col, date_col,
-                                             test_days, valid_fraction))
+    from .checkpoint import load_checkpoint
+
+    sessions = _split_like(load_checkpoint(ckpt), data, _protocol(delimiter, session_col, item_col, time_col,
+                                                                  date_col, test_days, valid_fraction))
     checkpoint = load_for_finetune(ckpt, sessions)
     result = finetune_model(checkpoint, sessions, cfg, objective=objective, source=str(ckpt),
                             progress=_rich_progress, log=typer.echo, save=lambda c: save_checkpoint(c, out))
@@ -497,7 +509,7 @@ def build(
     out: Path = typer.Option(..., "--out", help="Artifact directory to write (atomically)."),
     quant: str = typer.Option("int8", **choice("--quant", "int8", "fp32"), help="Codebook quantisation: int8 "
                               "(per-row scale) or fp32 (int4 is refused: plain 4-bit rounding loses too much)."),
-    encoder_quant: str = typer.Option("fp32", "--encoder-quant", **choice("--encoder-quant", "fp32", "fp16", "int8"), help="Encoder MatMul weights: fp32, fp16 (half the bytes, fp32 arithmetic) or int8 (per-column scale; onnxruntime's MatMulNBits fusion then also quantises activations)."),
+    encoder_quant: str = typer.Option("fp16", "--encoder-quant", **choice("--encoder-quant", "fp32", "fp16", "int8"), help="Encoder MatMul weights: fp16 (default: half the bytes, fp32 arithmetic, verify holds it to fp32's tolerance), fp32, or int8 (per-column scale; onnxruntime's MatMulNBits fusion then also quantises activations)."),
     top_k: int = typer.Option(20, "--top-k", help="How many items the graph returns."),
     ort_format: bool = typer.Option(False, "--ort", help="Also write model.ort (onnxruntime mobile format)."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxsim (kept only when it does not grow the file)."),
@@ -514,7 +526,7 @@ def build(
 
     opts = BuildOptions(quant=quant, top_k=top_k, ort=ort_format, simplify=simplify, encoder_quant=encoder_quant,
                         expand_top=expand_top, id_map=id_map)
-    manifest = run_build(ckpt, out, opts, force=force, eval_data=eval_data, log=typer.echo)
+    manifest = run_build(ckpt, out, opts, force=force, eval_data=eval_data, log=typer.echo, progress=_rich_progress)
     for name, info in manifest["files"].items():
         typer.echo(f"{name:<12} {info['bytes']:>12,} bytes  sha256 {info['sha256'][:16]}…")
     ev = manifest.get("evaluation")

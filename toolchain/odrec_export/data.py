@@ -214,7 +214,7 @@ def read_preprocessed(folder: Path, valid_fraction: float = 0.1) -> SessionData:
         test_samples=test,
         source=str(folder),
         data_sha256=_sha256_files(files),
-        report={"train_sessions": len(train), "skipped_sessions_len1": skipped_short,
+        report={"valid_fraction": valid_fraction, "train_sessions": len(train), "skipped_sessions_len1": skipped_short,
                 "valid_samples": len(valid), "test_samples": len(test), "items": num_items},
     )
 
@@ -340,7 +340,7 @@ def read_click_log(path: Path, protocol: ClickLogProtocol | None = None) -> Sess
         test_samples=expand_prefixes(test_sessions),
         source=str(path),
         data_sha256=_sha256_files([path]),
-        report={"clicks_read": total_clicks, "bad_rows": dict(bad), "sessions_kept": len(sessions),
+        report={"valid_fraction": p.valid_fraction, "clicks_read": total_clicks, "bad_rows": dict(bad), "sessions_kept": len(sessions),
                 "train_sessions": len(train_part), "valid_samples": len(valid),
                 "test_sessions": len(test_sessions), "items": len(vocab)},
     )
@@ -385,3 +385,28 @@ def encode_samples(samples: Sequence[Sample], num_items: int, source: str = "dat
         if bad:
             raise DataError(f"{source}: sample {no} has item index {bad[0]} outside 1..{num_items}")
     return list(samples)
+
+
+def load_like_checkpoint(path: str | Path, protocol: ClickLogProtocol | None, provenance: dict) -> SessionData:
+    """``path`` split as the checkpoint's own run split it: the validation fraction its data report
+    records, or, in checkpoints older than that record, the fraction whose latest sessions give its
+    count of validation samples. Commands that continue or fit on a trained model (finetune,
+    repeat-bonus) must select on the samples it was selected on, not train on them."""
+    from dataclasses import replace
+
+    protocol = protocol or ClickLogProtocol()
+    report = provenance.get("data_report") or {}
+    if report.get("valid_fraction") is not None:
+        return load_sessions(path, replace(protocol, valid_fraction=report["valid_fraction"]))
+    want = report.get("valid_samples")
+    if not want:  # a checkpoint that records no split: the usual default
+        return load_sessions(path, replace(protocol, valid_fraction=ClickLogProtocol.valid_fraction))
+    whole = load_sessions(path, replace(protocol, valid_fraction=0.0))
+    sessions, count, n = whole.train_sessions, 0, 0
+    while count < want and n < len(sessions):
+        n += 1
+        count += len(sessions[-n]) - 1
+    if count != want:
+        raise DataError(f"{path}: no split of the latest sessions gives the checkpoint's {want} validation "
+                        "samples (other data?); pass --valid-fraction")
+    return load_sessions(path, replace(protocol, valid_fraction=n / len(sessions)))

@@ -183,7 +183,8 @@ class Distiller(nn.Module):
 
 def distill(teacher: SessionRecommender, student: SessionRecommender, data: SessionData,
             train_cfg: TrainConfig, cfg: DistillConfig, *, progress: Progress = no_progress,
-            log: Callable[[str], None] = print, on_best: Callable[[dict], None] | None = None) -> dict:
+            log: Callable[[str], None] = print, on_best: Callable[[dict], None] | None = None,
+            keep_start: bool = False) -> dict:
     """Train the student (and, when bidirectional, the teacher); keeps the student state with the best
     validation HR@10 (codes only). Returns the history. ``on_best(history)`` runs after every epoch that
     improves it (the student then holds that epoch's weights), so a long run can save as it goes."""
@@ -203,7 +204,8 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
         teacher.train(cfg.bidirectional)
 
     history = run_epochs(student, data, train_cfg, distiller, groups, progress=progress, log=log, on_best=on_best,
-                         label="distil", before_step=before_step, extra=lambda: {"eta": distiller.eta})
+                         label="distil", before_step=before_step, extra=lambda: {"eta": distiller.eta},
+                         keep_start=keep_start)
     for model in (student, teacher):
         if hasattr(model.items, "sparse_parameters"):
             model.items.sparse = False
@@ -309,7 +311,8 @@ def train_student(data: SessionData, teacher: SessionRecommender, teacher_info: 
         on_best = (lambda h: save(student_checkpoint(student, config, data, teacher_info, fit_report, train_cfg,
                                                      cfg, h, time.time() - t0, complete=False,
                                                      init_info=init_info))) if save else None
-        history = distill(teacher, student, data, train_cfg, cfg, progress=progress, log=log, on_best=on_best)
+        history = distill(teacher, student, data, train_cfg, cfg, progress=progress, log=log, on_best=on_best,
+                          keep_start=init is not None)
         if not parallel.world().main:  # data-parallel: rank 0 holds the selected student and writes it
             return student, None
     else:

@@ -14,13 +14,15 @@ from .models.recommender import SessionRecommender
 
 @torch.no_grad()
 def sample_ranks(model: SessionRecommender, samples: Sequence[Sample], *, max_len: int, batch_size: int = 512,
-                 device: str = "cpu") -> np.ndarray:
-    """Each sample's 0-based target rank over the full item set (ties broken by index)."""
+                 device: str = "cpu", progress=None) -> np.ndarray:
+    """Each sample's 0-based target rank over the full item set (ties broken by index). ``progress``:
+    a train.Progress wrapper shown over the batches (a bar on a terminal, log lines when piped)."""
     was_training = model.training
     model.eval()
     batch_size = max(1, min(batch_size, (1 << 26) // (model.num_items + 1)))  # ≤ 256 MB of scores a batch
     ranks = []
-    for start in range(0, len(samples), batch_size):
+    starts = range(0, len(samples), batch_size)
+    for start in (progress(starts, len(starts), "evaluating") if progress else starts):
         chunk = samples[start:start + batch_size]
         longest = min(max_len, max(len(p) for p, _ in chunk))  # shorter padding, same scores
         ids = torch.from_numpy(pad_batch([p for p, _ in chunk], longest)).to(device)

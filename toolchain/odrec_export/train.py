@@ -187,17 +187,18 @@ def environment() -> dict:
 
 def fit(model: SessionRecommender, data: SessionData, cfg: TrainConfig, step_loss, *,
         progress: Progress = no_progress, log: Callable[[str], None] = print,
-        on_best: Callable[[dict], None] | None = None) -> dict:
+        on_best: Callable[[dict], None] | None = None, keep_start: bool = False) -> dict:
     """Train ``model`` with ``step_loss(model, ids, targets, sample) -> loss`` (``sample``: the step's
     shared negatives under ``cfg.loss == "sampled"``, else None); see ``run_epochs``."""
     return run_epochs(model, data, cfg, StepLoss(model, step_loss), param_groups(model, cfg.lr, cfg.loss),
-                      progress=progress, log=log, on_best=on_best)
+                      progress=progress, log=log, on_best=on_best, keep_start=keep_start)
 
 
 def run_epochs(model: SessionRecommender, data: SessionData, cfg: TrainConfig, step: nn.Module,
                groups: list[dict], *, progress: Progress = no_progress, log: Callable[[str], None] = print,
                on_best: Callable[[dict], None] | None = None, label: str = "epoch",
-               before_step: Callable[[float], None] | None = None, extra: Callable[[], dict] | None = None) -> dict:
+               before_step: Callable[[float], None] | None = None, extra: Callable[[], dict] | None = None,
+               keep_start: bool = False) -> dict:
     """The training loop every mode shares: batches (sharded over processes under torchrun), shared
     negatives, the learning-rate schedule, validation of ``model`` and selection of its best epoch.
 
@@ -206,7 +207,9 @@ def run_epochs(model: SessionRecommender, data: SessionData, cfg: TrainConfig, s
     (``Optimiser``). ``before_step(done)`` runs before each step with the share of steps done;
     ``extra()`` adds fields to each epoch's history. ``on_best(history)`` runs after every epoch that
     improves validation HR@10 (the model then holds that epoch's weights), on the main process only,
-    so a long run can save as it goes and be stopped at any time. Returns the training history.
+    so a long run can save as it goes and be stopped at any time. ``keep_start`` (a run continued from
+    a checkpoint): the starting weights compete too, as epoch 0, so a continuation that validates worse
+    than its start returns the start. Returns the training history.
     """
     device = resolve_device(cfg.device)
     world = parallel.world()
@@ -221,6 +224,13 @@ def run_epochs(model: SessionRecommender, data: SessionData, cfg: TrainConfig, s
     history, selection = [], BestEpoch(cfg.patience)
     n_batches = batches.count(cfg.batch_size, cfg.max_batches)
     base_lrs = [g["lr"] for g in opt.param_groups]
+    if keep_start and data.valid_samples and world.main:
+        start = evaluate_model(model, data.valid_samples, max_len=model.encoder.cfg.max_len,
+                               batch_size=cfg.eval_batch_size, device=device)
+        selection.update(model, 0, start)
+        selection.stale = 0
+        log(f"start: valid HR@10 {100 * start['HR@10']:.2f} NDCG@10 {100 * start['NDCG@10']:.2f} "
+            "(an epoch must beat it to be kept)")
     for epoch in range(1, cfg.epochs + 1):
         step.train()
         t0, sums, seen = time.time(), {}, 0
@@ -269,6 +279,8 @@ def run_epochs(model: SessionRecommender, data: SessionData, cfg: TrainConfig, s
             break
     if world.main:
         model.load_state_dict(selection.state)
+        if keep_start and selection.epoch == 0 and history:
+            log("no epoch beat the starting checkpoint on validation HR@10: keeping the start")
     world.share_state(model)  # every process continues (a student after its teacher) from the selected state
     if hasattr(model.items, "sparse_parameters"):
         model.items.sparse = False
@@ -326,7 +338,8 @@ def train_teacher(data: SessionData, enc: dict, cfg: TrainConfig, *, progress: P
         return Checkpoint("teacher", model_config, list(data.vocab.raw_ids), model.state_dict(), provenance)
 
     on_best = (lambda history: save(checkpoint(history, complete=False))) if save else None
-    history = fit(model, data, cfg, cross_entropy_loss, progress=progress, log=log, on_best=on_best)
+    history = fit(model, data, cfg, cross_entropy_loss, progress=progress, log=log, on_best=on_best,
+                  keep_start=init is not None)
     if not parallel.world().main:  # data-parallel: rank 0 holds the selected state and writes it
         return model, None
     final = checkpoint(history, complete=True)

@@ -52,9 +52,19 @@ class Check:
     topk: str | None = None  # e.g. "312/312 identical" or "310/312 identical, 2 tie swaps"
     details: list[str] = field(default_factory=list)
     seconds: float | None = None  # wall time of the run this check compared (the guest process for arm64)
+    _seen: dict = field(default_factory=dict, repr=False)  # error text → [(details index, repeats)]
 
     def fail(self, message: str) -> None:
+        """Record a failure. The same error on further batches ("<case>: <error>") is counted on the
+        first one's line instead of repeated (a damaged model fails every batch alike)."""
         self.status = FAIL
+        case, sep, error = message.partition(": ")
+        for i, (first, count) in enumerate(self._seen.get(error, []) if sep else []):
+            self._seen[error][i] = (first, count + 1)
+            self.details[first] = f"{self.details[first].split(' (and ')[0]} (and {count + 1} more batches alike)"
+            return
+        if sep:
+            self._seen.setdefault(error, []).append((len(self.details), 0))
         self.details.append(message)
 
 
@@ -81,7 +91,7 @@ class Report:
         grouped: dict = {}
         for c in self.checks:
             grouped.setdefault(c.check, {})[c.platform] = {k: v for k, v in asdict(c).items()
-                                                           if k not in ("check", "platform")}
+                                                           if k not in ("check", "platform", "_seen")}
         return {"artifact": self.artifact, "passed": self.exit_code == 0, "exit_code": self.exit_code,
                 "tolerance": self.tolerance, "checks": grouped,
                 "inputs": [{"case": c.name, "rows": int(c.ids.shape[0]), "width": int(c.ids.shape[1])}
