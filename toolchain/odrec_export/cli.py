@@ -162,65 +162,81 @@ NprocOpt = typer.Option(1, "--nproc", min=1, help="Train in N processes on this 
 BucketsOpt = typer.Option(0, "--length-buckets", min=0, help="Sort the prefixes of every N batches by length before "
                           "cutting batches (less padding: a 3-5x cheaper encoder on Tmall); 0: plain shuffled batches.")
 
+# --help groups these shared options under their own headings
+LossOpt.rich_help_panel = "Scale"
+NegativesOpt.rich_help_panel = "Scale"
+BucketsOpt.rich_help_panel = "Scale"
+InBatchOpt.rich_help_panel = "Scale"
+NprocOpt.rich_help_panel = "Scale"
+DataOpt.rich_help_panel = "Data"
+DelimiterOpt.rich_help_panel = "Data"
+SessionColOpt.rich_help_panel = "Data"
+ItemColOpt.rich_help_panel = "Data"
+TimeColOpt.rich_help_panel = "Data"
+DateColOpt.rich_help_panel = "Data"
+TestDaysOpt.rich_help_panel = "Data"
+ValidOpt.rich_help_panel = "Data"
+SplitOpt.rich_help_panel = "Data"
+
 
 @app.command()
 @one_line_errors
 def train(
     data: Path = DataOpt,
     out: Path = typer.Option(..., "--out", help="Checkpoint file to write (atomically)."),
-    epochs: int = typer.Option(10, min=0, help="Maximum epochs (early stopping on validation HR@10); a student "
+    epochs: int = typer.Option(10, rich_help_panel="Training", min=0, help="Maximum epochs (early stopping on validation HR@10); a student "
                                "with 0 is its fitted item representation + the teacher's encoder, undistilled."),
-    device: str = typer.Option("cpu", **choice("--device", "cpu", "cuda"), help="Where to train."),
-    seed: int = typer.Option(0, help="Random seed."),
-    batch_size: int = typer.Option(128, min=1),
-    max_batches: Optional[int] = typer.Option(None, "--max-batches", min=1, help="Batches per epoch (a random "
+    device: str = typer.Option("cpu", rich_help_panel="Training", **choice("--device", "cpu", "cuda"), help="Where to train."),
+    seed: int = typer.Option(0, rich_help_panel="Training", help="Random seed."),
+    batch_size: int = typer.Option(128, rich_help_panel="Training", min=1),
+    max_batches: Optional[int] = typer.Option(None, "--max-batches", rich_help_panel="Training", min=1, help="Batches per epoch (a random "
                                               "subset; default: all): short runs on big data."),
-    lr: float = typer.Option(1e-3),
-    lr_schedule: str = typer.Option("constant", "--lr-schedule", **choice("--lr-schedule", "constant", "cosine"),
+    lr: float = typer.Option(1e-3, rich_help_panel="Training"),
+    lr_schedule: str = typer.Option("constant", "--lr-schedule", rich_help_panel="Training", **choice("--lr-schedule", "constant", "cosine"),
                                     help="constant, or cosine: the learning rate "
                                     "falls to 0 over the planned epochs × batches."),
-    patience: int = typer.Option(2, min=1, help="Epochs without validation gain before stopping."),
-    dim: int = typer.Option(128, min=8, help="Embedding dimension d."),
-    heads: int = typer.Option(1, min=1),
-    layers: int = typer.Option(1, min=1),
-    max_len: int = typer.Option(50, min=1, help="Maximum session length seen by the encoder."),
-    dropout: float = typer.Option(0.5, min=0.0, max=0.95),
-    share: str = typer.Option("none", **choice("--share", "none", "cross-block", "adjacent-block",
+    patience: int = typer.Option(2, rich_help_panel="Training", min=1, help="Epochs without validation gain before stopping."),
+    dim: int = typer.Option(128, rich_help_panel="Model", min=8, help="Embedding dimension d."),
+    heads: int = typer.Option(1, rich_help_panel="Model", min=1),
+    layers: int = typer.Option(1, rich_help_panel="Model", min=1),
+    max_len: int = typer.Option(50, rich_help_panel="Model", min=1, help="Maximum session length seen by the encoder."),
+    dropout: float = typer.Option(0.5, rich_help_panel="Model", min=0.0, max=0.95),
+    share: str = typer.Option("none", rich_help_panel="Model", **choice("--share", "none", "cross-block", "adjacent-block",
                                                       "adjacent-layer", "cross-layer"), help="Encoder weight sharing across blocks (CpRec): none, cross-block, "
                               "adjacent-block, adjacent-layer, cross-layer."),
-    compressor: str = typer.Option("none", **choice("--compressor", "none", "codes", "tt", "stt", "cprec"), help="none: the teacher (with --teacher: an uncompressed student); "
+    compressor: str = typer.Option("none", rich_help_panel="Student (--compressor / --teacher)", **choice("--compressor", "none", "codes", "tt", "stt", "cprec"), help="none: the teacher (with --teacher: an uncompressed student); "
                                    "codes: compositional codes (EODRec); stt: semi-tensor train (OD-Rec); "
                                    "tt: tensor train (TT-Rec); cprec: CpRec blocks + adaptive softmax."),
-    teacher: Optional[Path] = typer.Option(None, **existing("--teacher", CKPT), help="Students: distil from this teacher checkpoint "
+    teacher: Optional[Path] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", **existing("--teacher", CKPT), help="Students: distil from this teacher checkpoint "
                                            "(default: train a teacher first)."),
-    m: int = typer.Option(8, min=1, help="codes: number of codebooks M (8 x 64: about 35x fewer bytes than the "
+    m: int = typer.Option(8, rich_help_panel="Student (--compressor / --teacher)", min=1, help="codes: number of codebooks M (8 x 64: about 35x fewer bytes than the "
                           "fp32 table; see docs/compressors.md for why)."),
-    k: int = typer.Option(64, min=2, max=65536, help="codes: codewords per codebook K."),
-    rank: Optional[int] = typer.Option(None, min=1, help="tt/stt: TT-rank R (default: about 30x compression)."),
-    blocks: Optional[str] = typer.Option(None, help="cprec: frequency block sizes, e.g. 500,2000 (the last block "
+    k: int = typer.Option(64, rich_help_panel="Student (--compressor / --teacher)", min=2, max=65536, help="codes: codewords per codebook K."),
+    rank: Optional[int] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", min=1, help="tt/stt: TT-rank R (default: about 30x compression)."),
+    blocks: Optional[str] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", help="cprec: frequency block sizes, e.g. 500,2000 (the last block "
                                          "takes the rest; default: about 30x compression)."),
-    rho: int = typer.Option(4, min=2, help="cprec: block i has dimension d/rho^i."),
-    kd: Optional[str] = typer.Option(None, help="Students: KD recipe, eodrec (bidirectional, mix-up; default for "
+    rho: int = typer.Option(4, rich_help_panel="Student (--compressor / --teacher)", min=2, help="cprec: block i has dimension d/rho^i."),
+    kd: Optional[str] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", help="Students: KD recipe, eodrec (bidirectional, mix-up; default for "
                                      "codes) or odrec (frozen teacher, predictive task; default for the others)."),
-    beta: float = typer.Option(0.01, min=0.0, help="Students: weight of the contrastive loss."),
-    gamma: float = typer.Option(0.3, min=0.0, help="Students: weight of the soft-target KL."),
-    mse: float = typer.Option(1.0, min=0.0, help="Students: weight of matching the teacher's item vectors "
+    beta: float = typer.Option(0.01, rich_help_panel="Student (--compressor / --teacher)", min=0.0, help="Students: weight of the contrastive loss."),
+    gamma: float = typer.Option(0.3, rich_help_panel="Student (--compressor / --teacher)", min=0.0, help="Students: weight of the soft-target KL."),
+    mse: float = typer.Option(1.0, rich_help_panel="Student (--compressor / --teacher)", min=0.0, help="Students: weight of matching the teacher's item vectors "
                               "(relative MSE; the paper's 1)."),
-    eta: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Students: initial mix-up share of teacher "
+    eta: Optional[float] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", min=0.0, max=1.0, help="Students: initial mix-up share of teacher "
                                         "vectors (recipe default: eodrec 0.7, odrec 0; 0 with --init)."),
-    eta_decay: float = typer.Option(0.5, "--eta-decay", min=0.0, max=1.0, help="Students: share of the training "
+    eta_decay: float = typer.Option(0.5, "--eta-decay", rich_help_panel="Student (--compressor / --teacher)", min=0.0, max=1.0, help="Students: share of the training "
                                     "steps over which the mix-up share falls to 0 (then codes only)."),
-    bidirectional: Optional[bool] = typer.Option(None, "--bidirectional/--no-bidirectional",
+    bidirectional: Optional[bool] = typer.Option(None, "--bidirectional/--no-bidirectional", rich_help_panel="Student (--compressor / --teacher)",
                                                  help="Students: also update the teacher from the student "
                                                  "(recipe default: eodrec yes, odrec no)."),
-    predictive: Optional[float] = typer.Option(None, min=0.0, help="Students: weight of OD-Rec's predictive task "
+    predictive: Optional[float] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", min=0.0, help="Students: weight of OD-Rec's predictive task "
                                                "(recipe default: eodrec 0, odrec 0.5)."),
-    teacher_lr: Optional[float] = typer.Option(None, "--teacher-lr", min=0.0, help="Students, bidirectional: the "
+    teacher_lr: Optional[float] = typer.Option(None, "--teacher-lr", rich_help_panel="Student (--compressor / --teacher)", min=0.0, help="Students, bidirectional: the "
                                                "teacher's learning rate (default: --lr; 0 keeps it fixed)."),
-    code_steps: int = typer.Option(300, min=1, help="codes: code-learning steps (full item table each)."),
+    code_steps: int = typer.Option(300, rich_help_panel="Student (--compressor / --teacher)", min=1, help="codes: code-learning steps (full item table each)."),
     loss: str = LossOpt, negatives: int = NegativesOpt, length_buckets: int = BucketsOpt, in_batch: bool = InBatchOpt,
     nproc: int = NprocOpt,
-    init: Optional[Path] = typer.Option(None, "--init", **existing("--init", CKPT), help="Continue a stopped or finished run from its "
+    init: Optional[Path] = typer.Option(None, "--init", rich_help_panel="Student (--compressor / --teacher)", **existing("--init", CKPT), help="Continue a stopped or finished run from its "
                                         "checkpoint: a teacher's (no --teacher), or, with --teacher, a student's "
                                         "(no code learning; its compressor is kept). --dim, --m etc. are ignored."),
     delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
