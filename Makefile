@@ -24,10 +24,11 @@ test: $(VENV)/.installed
 STUDENT ?= models/tmall/student.pt
 EVAL    := $(if $(wildcard $(SHARED)/tmall/test_samples.txt),--eval-data $(SHARED)/tmall,)
 demo: $(VENV)/.installed
-	$(CLI) build --ckpt $(STUDENT) --out $(DEMO)/artifact --force --encoder-quant fp16 $(EVAL)
-	$(CLI) verify $(DEMO)/artifact --ckpt $(STUDENT) $(if $(EVAL),--data $(SHARED)/tmall,)
+	$(CLI) build --ckpt $(STUDENT) --out $(DEMO)/artifact --force $(EVAL)
+	$(CLI) verify $(DEMO)/artifact --ckpt $(STUDENT) $(if $(EVAL),--data $(SHARED)/tmall,) --record $(DEMO)/verify.json
 	$(CLI) size-report $(DEMO)/artifact --baseline $(STUDENT)
 	$(CLI) bench $(DEMO)/artifact --quick
+	@echo; $(CLI) summary $(DEMO)/artifact --verify $(DEMO)/verify.json
 
 # Train a small teacher on the Diginetica sample (or SYNTHETIC sessions without ../shared).
 demo-train: $(VENV)/.installed

@@ -501,6 +501,7 @@ def verify(
     arm_cpu: Optional[list[str]] = typer.Option(None, "--arm-cpu", help="ARM CPU model, repeatable "
                                                 "(default: cortex-a72 and neoverse-n1)."),
     sessions: int = typer.Option(200, min=1, help="How many real (or sampled) sessions to compare."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Also write the report as JSON to this file."),
 ):
     """Check an artifact: integrity, PyTorch reference parity, and parity on ARM64 (exit 0/1/2)."""
     from .arm_runtime import CPU_MODELS
@@ -514,7 +515,21 @@ def verify(
     report = run_verify(folder, ckpt=ckpt, data=data, arm=arm, arm_cache=arm_cache, arm_cpus=arm_cpu,
                         sessions=sessions, log=log)
     typer.echo(json.dumps(report.to_json(), sort_keys=True) if as_json else report.table())
+    if record is not None:
+        record.write_text(json.dumps(report.to_json(), sort_keys=True, indent=1) + "\n")
     raise typer.Exit(report.exit_code)
+
+
+@app.command("summary")
+@one_line_errors
+def summary_cmd(
+    folder: Path = typer.Argument(..., **existing("artifact", "dir"), help="Artifact directory written by build."),
+    verify_record: Optional[Path] = typer.Option(None, "--verify", help="The JSON that verify --record wrote."),
+):
+    """A few lines on a built artifact: bytes and ratio, accuracy, the verify verdict, how to install it."""
+    from .summary import summary
+
+    typer.echo(summary(folder, verify_record))
 
 
 @app.command()
