@@ -25,7 +25,7 @@ def summary(folder: str | Path, verify_record: str | Path | None = None) -> str:
     lines = [f"artifact: {folder}  ({comp['name']}" + (f", M={comp['M']} K={comp['K']}" if "M" in comp else "")
              + f", {n:,} items, top {manifest['top_k']})"
              + ("  SYNTHETIC catalogue" if manifest.get("synthetic") else ""),
-             f"  files: " + ", ".join(f"{name} {info['bytes']:,} B" for name, info in sorted(manifest["files"].items())),
+             "  files: " + ", ".join(f"{name} {info['bytes']:,} B" for name, info in sorted(manifest["files"].items())),
              f"  {total:,} bytes in all; item representation {item_bytes:,} B, {table / item_bytes:.1f}x smaller than "
              f"the fp32 {n + 1:,}×{d} table" if item_bytes else f"  {total:,} bytes in all"]
     ev = manifest.get("evaluation")
