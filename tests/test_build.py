@@ -190,7 +190,7 @@ def test_no_item_table_in_file_or_in_onnxruntimes_optimised_graph(built, tmp_pat
 
 
 def test_same_checkpoint_and_options_give_byte_identical_files(built, tiny_checkpoints, tmp_path):
-    build(tiny_checkpoints[1], tmp_path / "again", BuildOptions(quant="fp32"))
+    build(tiny_checkpoints[1], tmp_path / "again", BuildOptions(quant="fp32", encoder_quant="fp32"))
     for name in ("model.onnx", "items.bin", "manifest.json"):
         assert (tmp_path / "again" / name).read_bytes() == (built["fp32"] / name).read_bytes(), name
 

@@ -220,7 +220,7 @@ def test_one_changed_weight_fails(damaged, built):
 def test_graph_that_crashes_on_out_of_range_ids_fails_without_crashing_verify(damaged, built):
     model = onnx.load(str(damaged / A.MODEL_FILE))
     for node in model.graph.node:  # skip the input cleaning: raw ids go straight to the lookups
-        node.input[:] = [A.INPUT_NAME if i == "clean_ids" else i for i in node.input]
+        node.input[:] = ["item_ids_padded" if i == "clean_ids" else i for i in node.input]
     onnx.save(model, str(damaged / A.MODEL_FILE))
     rehash(damaged)
     report = verify(damaged, ckpt=built[1], sessions=8, arm=False)

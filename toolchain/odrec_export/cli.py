@@ -37,7 +37,8 @@ def existing(option: str, kind: str = "file") -> dict:
             if path is None:
                 continue
             if not path.exists():
-                raise typer.BadParameter(f"{option} {path}: no such {'directory' if kind == 'dir' else kind}")
+                what = "artifact directory" if option == "artifact" else "directory" if kind == "dir" else kind
+                raise typer.BadParameter(f"{'' if option == 'artifact' else option + ' '}{path}: no such {what}")
             if kind == "checkpoint file" and path.is_dir():
                 raise typer.BadParameter(f"{option} {path}: is a directory, not a checkpoint file")
             if kind == "dir" and not path.is_dir():

@@ -102,8 +102,7 @@ def finetune(ckpt: Checkpoint, data: SessionData, cfg: TrainConfig, *, objective
         return Checkpoint(base.kind, base.config, base.vocab, state, provenance)
 
     on_best = (lambda h: save(checkpoint(h, complete=False))) if save else None
-    history = fit(model, data, cfg, OBJECTIVES[objective], progress=progress, log=log, on_best=on_best,
-                  keep_start=True)
+    history = fit(model, data, cfg, OBJECTIVES[objective], progress=progress, log=log, on_best=on_best)
     if not parallel.world().main:  # data-parallel: rank 0 holds the selected state and writes it
         return None
     model.cpu().eval()
