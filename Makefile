@@ -5,7 +5,7 @@ CLI    := $(VENV)/bin/odrec-export
 SHARED ?= ../shared/data
 DEMO   := build/demo
 
-.PHONY: demo demo-train test install clean
+.PHONY: demo demo-train test install clean figures
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,6 +44,12 @@ demo-train: $(VENV)/.installed
 
 clean:
 	rm -rf build
+
+# The docs' figures (docs/figures/*.png) from the tools' JSON in docs/figures/data; docs/results.md
+# ("Figures") has the commands that wrote each JSON file.
+figures: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[figures]'
+	$(CLI) figures --data docs/figures/data --out docs/figures
 
 # Android demo (see docs/android.md): tools are fetched into ignored caches with pinned sha256.
 ARTIFACT ?= $(DEMO)/artifact

@@ -653,6 +653,20 @@ def synth_catalogue_cmd(
     typer.echo(f"wrote {out}: {record['note']} ({items:,} items)")
 
 
+@app.command()
+@one_line_errors
+def figures(
+    data: Path = typer.Option(Path("docs/figures/data"), "--data", **existing("--data", "dir"),
+                              help="Folder of the tools' JSON (compare.json, scale_*.json, size_report.json)."),
+    out: Path = typer.Option(Path("docs/figures"), "--out", help="Folder to write the PNG figures to."),
+):
+    """Draw the docs' figures from the JSON that bench and size-report print (needs matplotlib)."""
+    from .figures import render_all
+
+    for path in render_all(data, out):
+        typer.echo(f"wrote {path}")
+
+
 def main() -> None:  # pragma: no cover - entry point
     """The console script: click's own usage errors (an unknown option or value, a missing one) become
     one ``error:`` line and exit status 2, like the toolchain's."""
