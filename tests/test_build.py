@@ -224,6 +224,8 @@ def test_bad_inputs_are_one_line_errors(tiny_checkpoints, tmp_path):
     full.mkdir()
     (full / "x").write_text("x")
     assert_one_line_error(cli("build", "--ckpt", str(tiny_checkpoints[1]), "--out", str(full)), 1, "not empty", "--force")
+    assert_one_line_error(cli("build", "--ckpt", str(tiny_checkpoints[1]), "--out", str(junk / "art")), 1,
+                          "junk.pt is a file")  # found before the export, not after it
     assert_one_line_error(cli("build", "--ckpt", str(tiny_checkpoints[1]), "--out", str(tmp_path / "b"),
                               "--quant", "int3"), 2, "--quant", "int3")
     assert_one_line_error(cli("build", "--ckpt", str(tiny_checkpoints[1]), "--out", str(tmp_path / "b"),

@@ -57,7 +57,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+def _root(version: bool = typer.Option(False, "--version", metavar="", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
     """Train, compress and export compact session-based recommenders for phones."""
 
@@ -155,7 +155,7 @@ LossOpt = typer.Option("full", "--loss", **choice("--loss", "full", "sampled"), 
                        "target and --negatives items shared by the batch, drawn by click frequency with the log-Q "
                        "correction (a step costs what it touches; see docs/training.md).")
 NegativesOpt = typer.Option(1024, "--negatives", min=1, help="--loss sampled: negatives per step, shared by the batch.")
-InBatchOpt = typer.Option(False, "--in-batch/--no-in-batch", help="--loss sampled: the batch's targets are "
+InBatchOpt = typer.Option(False, "--in-batch/--no-in-batch", metavar="", help="--loss sampled: the batch's targets are "
                           "negatives too, besides the drawn ones.")
 NprocOpt = typer.Option(1, "--nproc", min=1, help="Train in N processes on this machine (torchrun + "
                         "DistributedDataParallel; --batch-size stays the global batch). Several machines: the "
@@ -217,7 +217,7 @@ def train(
     blocks: Optional[str] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", help="cprec: frequency block sizes, e.g. 500,2000 (the last block "
                                          "takes the rest; default: about 30x compression)."),
     rho: int = typer.Option(4, rich_help_panel="Student (--compressor / --teacher)", min=2, help="cprec: block i has dimension d/rho^i."),
-    kd: Optional[str] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", help="Students: KD recipe, eodrec (bidirectional, mix-up; default for "
+    kd: Optional[str] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", **choice("--kd", "eodrec", "odrec"), help="Students: KD recipe, eodrec (bidirectional, mix-up; default for "
                                      "codes) or odrec (frozen teacher, predictive task; default for the others)."),
     beta: float = typer.Option(0.01, rich_help_panel="Student (--compressor / --teacher)", min=0.0, help="Students: weight of the contrastive loss."),
     gamma: float = typer.Option(0.3, rich_help_panel="Student (--compressor / --teacher)", min=0.0, help="Students: weight of the soft-target KL."),
@@ -227,7 +227,7 @@ def train(
                                         "vectors (recipe default: eodrec 0.7, odrec 0; 0 with --init)."),
     eta_decay: float = typer.Option(0.5, "--eta-decay", rich_help_panel="Student (--compressor / --teacher)", min=0.0, max=1.0, help="Students: share of the training "
                                     "steps over which the mix-up share falls to 0 (then codes only)."),
-    bidirectional: Optional[bool] = typer.Option(None, "--bidirectional/--no-bidirectional", rich_help_panel="Student (--compressor / --teacher)",
+    bidirectional: Optional[bool] = typer.Option(None, "--bidirectional/--no-bidirectional", metavar="", rich_help_panel="Student (--compressor / --teacher)",
                                                  help="Students: also update the teacher from the student "
                                                  "(recipe default: eodrec yes, odrec no)."),
     predictive: Optional[float] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", min=0.0, help="Students: weight of OD-Rec's predictive task "
@@ -345,8 +345,8 @@ def _items_config(compressor: str, m: int, k: int, rank: int | None, blocks: str
 def eval_cmd(
     ckpt: Path = typer.Option(..., "--ckpt", **existing("--ckpt", CKPT), help="Checkpoint to evaluate."),
     data: Path = DataOpt,
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (fractions)."),
-    by_group: bool = typer.Option(False, "--breakdown", help="Also per group of samples: by the target's clicks "
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object (fractions)."),
+    by_group: bool = typer.Option(False, "--breakdown", metavar="", help="Also per group of samples: by the target's clicks "
                                   "in the training sessions, and by whether it is already in the session."),
     device: str = typer.Option("cpu", **choice("--device", "cpu", "cuda"), help="Where to train."),
     delimiter: Optional[str] = DelimiterOpt, session_col: Optional[str] = SessionColOpt,
@@ -495,8 +495,8 @@ def verify(
                                         "(default: the one the manifest names, when reachable)."),
     data: Optional[Path] = typer.Option(None, "--data", **existing("--data", "file or directory"), help="Real sessions (folder or click log); "
                                         "default: sessions sampled from the artifact's items."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object, a field per check and platform."),
-    arm: bool = typer.Option(True, "--arm/--no-arm", help="Also run onnxruntime aarch64 under qemu."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object, a field per check and platform."),
+    arm: bool = typer.Option(True, "--arm/--no-arm", metavar="", help="Also run onnxruntime aarch64 under qemu."),
     arm_cache: Optional[Path] = typer.Option(None, "--arm-cache", help="ARM64 runtime cache dir "
                                              "(default: ~/.cache/odrec-export/arm64-ort-<ort>-<numpy>)."),
     arm_cpu: Optional[list[str]] = typer.Option(None, "--arm-cpu", help="ARM CPU model, repeatable "
@@ -543,10 +543,10 @@ def build(
                               "(per-row scale) or fp32 (int4 is refused: plain 4-bit rounding loses too much)."),
     encoder_quant: str = typer.Option("fp16", "--encoder-quant", **choice("--encoder-quant", "fp32", "fp16", "int8"), help="Encoder MatMul weights: fp16 (default: half the bytes, fp32 arithmetic, verify holds it to fp32's tolerance), fp32, or int8 (per-column scale; onnxruntime's MatMulNBits fusion then also quantises activations)."),
     top_k: int = typer.Option(20, "--top-k", help="How many items the graph returns."),
-    ort_format: bool = typer.Option(False, "--ort", help="Also write model.ort (onnxruntime mobile format)."),
-    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxsim (kept only when it does not grow the file)."),
+    ort_format: bool = typer.Option(False, "--ort", metavar="", help="Also write model.ort (onnxruntime mobile format)."),
+    simplify: bool = typer.Option(True, "--simplify/--no-simplify", metavar="", help="Run onnxsim (kept only when it does not grow the file)."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", **existing("--eval-data", "file or directory"), help="Evaluate the built graph on this data's test samples."),
-    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out directory."),
+    force: bool = typer.Option(False, "--force", metavar="", help="Replace a non-empty --out directory."),
     expand_top: Optional[int] = typer.Option(None, "--expand-top", help="cprec: expand only the tail blocks whose "
                                              "cluster is in the head's top-k (CpRec's fast, approximate output)."),
     id_map: str = typer.Option("auto", "--id-map", **choice("--id-map", "auto", "binary", "text"), help="Item ids: binary (items.bin, 1-3 bytes an id; integer ids "
@@ -575,7 +575,7 @@ def build(
 @one_line_errors
 def size_report_cmd(
     folder: Path = typer.Argument(..., **existing("artifact", "dir"), help="Artifact directory written by build."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object."),
     baseline: Optional[Path] = typer.Option(None, "--baseline", **existing("--baseline", CKPT), help="Build the fp32-table baseline from this checkpoint "
                                             "(default: computed from the artifact's own sizes)."),
 ):
@@ -591,12 +591,12 @@ def size_report_cmd(
 def bench(
     folders: list[Path] = typer.Argument(..., **existing("artifact", "dir"), help="Artifact directory written by build; with --compare, two or "
                                          "more (ratios are against the first).", metavar="DIR"),
-    compare: bool = typer.Option(False, "--compare", help="Compare the artifacts side by side instead (bytes, "
+    compare: bool = typer.Option(False, "--compare", metavar="", help="Compare the artifacts side by side instead (bytes, "
                                  "item representation, recorded HR/NDCG@10, latency, memory; interleaved runs)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object."),
     runs: int = typer.Option(300, min=5, help="Timed runs per model and setting (after warm-up)."),
     warmup: int = typer.Option(30, min=1, help="Untimed runs first."),
-    quick: bool = typer.Option(False, "--quick", help="60 runs, 10 warm-up, 30 inferences for memory."),
+    quick: bool = typer.Option(False, "--quick", metavar="", help="60 runs, 10 warm-up, 30 inferences for memory."),
 ):
     """Latency and memory of the artifact vs the same model with an fp32 N×d table (onnxruntime CPU);
     with --compare, of several artifacts against the first."""

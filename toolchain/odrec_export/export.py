@@ -449,6 +449,14 @@ def prepare_out_dir(out: Path, force: bool) -> None:
         raise OdrecError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise OdrecError(f"{out}: directory is not empty (use --force to replace it)")
+    above = next(p for p in out.absolute().parents if p.exists())
+    if not above.is_dir():
+        raise OdrecError(f"{out}: {above} is a file, not a directory")
+    try:  # before the minutes of export: the temporary directory is made beside ``out``
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".probe", dir=out.parent))
+    except OSError as e:
+        raise OdrecError(f"{out}: cannot write there ({e.strerror})") from None
 
 
 def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *, force: bool = False,
