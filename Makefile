@@ -15,7 +15,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+ARM_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/odrec-export
 test: $(VENV)/.installed
+	@test -d $(ARM_CACHE) || echo "note: the first run fetches the ARM64 runtime (~230 MB, pinned) into $(ARM_CACHE)"
+	@test -d android_demo/.cache/dl || ! command -v javac >/dev/null || \
+	  echo "note: the first run fetches onnxruntime Java from a ~180 MB PyPI wheel (pinned) into android_demo/.cache"
 	$(PY) -m pytest
 
 # The main job on the committed Tmall student (no ../shared needed): build the artifact, verify it
