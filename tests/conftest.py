@@ -48,7 +48,8 @@ def student_from_teacher(teacher, m: int = 4, k: int = 16):
     state = {n: t for n, t in teacher.state_dict.items() if n.startswith("encoder.")}
     state["items.codebooks"] = books.contiguous()
     state["items.codes"] = codes.to(torch.uint8 if k <= 256 else torch.uint16).contiguous()
-    prov = {"teacher_digest": teacher.provenance.get("data_sha256"), "method": "residual k-means (test fixture)"}
+    prov = {"teacher_digest": teacher.provenance.get("data_sha256"), "method": "residual k-means (test fixture)",
+            "popular_items": teacher.provenance["popular_items"]}
     return Checkpoint("student", config, list(teacher.vocab), state, prov)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from conftest import assert_one_line_error, cli, needs_shared
+from conftest import DIGINETICA, assert_one_line_error, cli, needs_shared
 from odrec_export import artifact as A
 from odrec_export.checkpoint import load_checkpoint
 from odrec_export.data import pad_batch
@@ -91,17 +91,38 @@ def test_padding_out_of_range_and_overlong(built, kind):
 
 
 @pytest.mark.parametrize("kind", ["int8", "fp32", "teacher"])
-def test_all_padding_gives_a_valid_deterministic_top_k(built, kind):
-    n = A.read_manifest(built[kind])["num_items"]
+def test_a_session_with_no_known_item_gets_the_most_clicked_items(built, diginetica, kind):
+    manifest = A.read_manifest(built[kind])
+    n, k = manifest["num_items"], manifest["top_k"]
+    popular = diginetica.popular_items()  # the data the fixture checkpoints were trained on
     batch = np.array([[0, 0, 0, 0], [0, -1, n + 5, 0], [0, 0, 0, 3]])
     ids, scores = run(built[kind], batch)
-    again, _ = run(built[kind], batch)
-    assert (ids == again).all() and np.isfinite(scores).all()
-    assert ((ids >= 1) & (ids <= n)).all()
-    assert (ids[0] == ids[1]).all()
-    # a session of length 0 (the sequence axis is dynamic) is an all-padding one, not a crash
+    for row in (0, 1):
+        assert ids[row].tolist() == popular["ids"][:k]
+        np.testing.assert_allclose(scores[row], np.log1p(popular["clicks"][:k]), rtol=1e-6)
+    alone_ids, alone_scores = run(built[kind], [[3]])  # a known item in the batch: the model's own answer
+    assert (ids[2] == alone_ids[0]).all() and np.allclose(scores[2], alone_scores[0], rtol=1e-5, atol=1e-6)
+    # a session of length 0 (the sequence axis is dynamic) is an empty one, not a crash
     empty_ids, empty_scores = run(built[kind], np.zeros((2, 0), dtype=np.int64))
     assert (empty_ids == ids[0]).all() and np.array_equal(empty_scores[0], scores[0])
+    assert manifest["cold_start"].startswith("popular")
+
+
+def test_a_checkpoint_without_popular_items_builds_with_a_note_or_counts_them(tiny_checkpoints, tmp_path):
+    from odrec_export.checkpoint import save_checkpoint
+
+    old = load_checkpoint(tiny_checkpoints[0])
+    del old.provenance["popular_items"]
+    save_checkpoint(old, tmp_path / "old.pt")
+    r = cli("build", "--ckpt", str(tmp_path / "old.pt"), "--out", str(tmp_path / "a"), "--no-simplify")
+    assert r.returncode == 0, r.stderr
+    assert "records no popular items" in r.stdout and A.read_manifest(tmp_path / "a")["cold_start"].startswith("none")
+    r = cli("build", "--ckpt", str(tmp_path / "old.pt"), "--out", str(tmp_path / "b"), "--no-simplify",
+            "--popular-from", str(DIGINETICA))
+    assert r.returncode == 0, r.stderr
+    ids, _ = run(tmp_path / "b", [[0]])
+    recorded = load_checkpoint(tiny_checkpoints[0]).provenance["popular_items"]["ids"]
+    assert ids[0].tolist() == recorded[:len(ids[0])]  # the same split, the same count
 
 
 # --------------------------------------------------------------------------- exactness

@@ -39,6 +39,8 @@ CODES = "codes"  # G × N unsigned group indices (items 1..N), see heads/codes.p
 CODEBOOKS = "codebooks"  # (M·K) × d, fp32 or int8
 CODEBOOK_SCALES = "codebook_scales"  # (M·K) fp32 per-row scales (int8 only)
 ITEM_TABLE = "item_table"  # uncompressed N × d table (items 1..N) (teacher / baseline graphs only)
+POPULAR_IDS = "popular_ids"  # 1 × k int64: most clicked training items, the answer to a session with no known item
+POPULAR_SCORES = "popular_scores"  # 1 × k fp32: their log(1 + clicks), the scores returned with them
 REPEAT_WEIGHTS = "repeat_weights"  # max_len fp32 weights by recency (models with a repeat bonus only)
 
 

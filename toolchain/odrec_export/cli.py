@@ -549,6 +549,9 @@ def build(
     force: bool = typer.Option(False, "--force", metavar="", help="Replace a non-empty --out directory."),
     expand_top: Optional[int] = typer.Option(None, "--expand-top", help="cprec: expand only the tail blocks whose "
                                              "cluster is in the head's top-k (CpRec's fast, approximate output)."),
+    popular_from: Optional[Path] = typer.Option(None, "--popular-from", **existing("--popular-from", "file or directory"),
+                                                help="Count the popular items a session with no known item gets in this "
+                                                "data's training sessions (for checkpoints that do not record them)."),
     id_map: str = typer.Option("auto", "--id-map", **choice("--id-map", "auto", "binary", "text"), help="Item ids: binary (items.bin, 1-3 bytes an id; integer ids "
                                "only), text (items.txt, any ids) or auto (binary when every id is an integer)."),
 ):
@@ -557,7 +560,7 @@ def build(
     from .metrics import format_table
 
     opts = BuildOptions(quant=quant, top_k=top_k, ort=ort_format, simplify=simplify, encoder_quant=encoder_quant,
-                        expand_top=expand_top, id_map=id_map)
+                        expand_top=expand_top, id_map=id_map, popular_from=popular_from)
     manifest = run_build(ckpt, out, opts, force=force, eval_data=eval_data, log=typer.echo, progress=_rich_progress)
     for name, info in manifest["files"].items():
         typer.echo(f"{name:<12} {info['bytes']:>12,} bytes  sha256 {info['sha256'][:16]}…")

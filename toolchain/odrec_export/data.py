@@ -63,6 +63,8 @@ class Vocabulary:
         return hashlib.sha256("\n".join(self.raw_ids).encode()).hexdigest()
 
 
+POPULAR_KEEP = 200  # popular items a checkpoint records (an artifact keeps its top-k of them)
+
 Sample = tuple[list[int], int]  # (session prefix as item indices, next item index)
 
 
@@ -87,10 +89,15 @@ class SessionData:
 
     def item_counts(self) -> np.ndarray:
         """Clicks per item index in the training sessions (index 0 stays 0)."""
-        counts = np.zeros(self.num_items + 1, dtype=np.int64)
-        for s in self.train_sessions:
-            np.add.at(counts, s, 1)
-        return counts
+        clicks = np.fromiter((i for s in self.train_sessions for i in s), dtype=np.int64)
+        return np.bincount(clicks, minlength=self.num_items + 1)
+
+    def popular_items(self, keep: int = POPULAR_KEEP) -> dict:
+        """The ``keep`` most clicked items of the training sessions, most first (ties: lower index first),
+        with their clicks: what an artifact answers for a session with no known item."""
+        clicks = self.item_counts()[1:]
+        order = np.lexsort((np.arange(len(clicks)), -clicks))[:keep]
+        return {"ids": (order + 1).tolist(), "clicks": clicks[order].tolist()}
 
 
 def expand_prefixes(sessions: Iterable[Sequence[int]]) -> list[Sample]:

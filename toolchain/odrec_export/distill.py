@@ -248,7 +248,7 @@ def student_checkpoint(student: SessionRecommender, config: dict, data: SessionD
     if config["compressor"] != "none":  # the uncompressed student holds its N×d table by design
         check_no_full_table(state, student.num_items)
     provenance = {"data_source": data.source, "data_sha256": data.data_sha256, "data_report": data.report,
-                  "teacher": teacher_info, ("code_learning" if config["compressor"] == "codes" else "item_fit"):
+                  "popular_items": data.popular_items(), "teacher": teacher_info, ("code_learning" if config["compressor"] == "codes" else "item_fit"):
                   fit_report, "train": asdict(train_cfg),
                   "distill": asdict(cfg), "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
                   "history": history["history"], "wall_seconds": round(wall, 1), "item_bytes": item_bytes(student),

@@ -59,6 +59,7 @@ class BuildOptions:
     encoder_quant: str = "fp16"  # the best verified setting: half the encoder's bytes, fp32 arithmetic
     expand_top: int | None = None  # cprec: expand only the tail blocks whose cluster is in the head's top-k
     id_map: str = "auto"  # items.bin for integer ids (auto, binary) or items.txt (text); see id_map.py
+    popular_from: str | Path | None = None  # data to count popular items in, for checkpoints that record none
 
 
 # --------------------------------------------------------------------------- encoder (PyTorch)
@@ -253,14 +254,39 @@ def assemble(frozen: FrozenModel, encoder: onnx.ModelProto, quant: str, top_k: i
     else:
         head = _factor_head(HEADS[frozen.compressor], frozen, head_options or {})
     return compose(frozen.num_items, frozen.max_len, head, nodes, list(enc.initializer), top_k,
-                   frozen.repeat_weights)
+                   frozen.repeat_weights, cold_start(frozen.popular, min(top_k, frozen.num_items)))
+
+
+def cold_start(popular: dict | None, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The graph's answer to a session with no known item: the k most clicked training items (ids and
+    log(1 + clicks) as scores), or None when the checkpoint records fewer than k."""
+    if popular is None or len(popular["ids"]) < k:
+        return None
+    return (np.array([popular["ids"][:k]], np.int64),
+            np.log1p(np.array([popular["clicks"][:k]], np.float64)).astype(np.float32))
+
+
+def _answer_cold_start(g: Graph, mask: str, popular: tuple[np.ndarray, np.ndarray]) -> None:
+    """Rows whose cleaned session holds no item get the popular items instead of the head's top-k."""
+    for name in (A.OUTPUT_IDS, A.OUTPUT_SCORES):
+        for node in g.nodes:
+            node.output[:] = ["ranked_" + name if o == name else o for o in node.output]
+            node.name = "ranked_" + name if node.name == name else node.name
+    g.const(A.POPULAR_IDS, popular[0])
+    g.const(A.POPULAR_SCORES, popular[1])
+    known = g.op("ReduceSum", [mask, g.const("axes_seq", np.array([1], np.int64))], "known_items", keepdims=0)
+    has_item = g.op("Greater", [known, g.const("zero_f", np.array(0.0, np.float32))], "has_item")  # B × 1
+    g.op("Where", [has_item, "ranked_" + A.OUTPUT_IDS, A.POPULAR_IDS], A.OUTPUT_IDS)
+    g.op("Where", [has_item, "ranked_" + A.OUTPUT_SCORES, A.POPULAR_SCORES], A.OUTPUT_SCORES)
 
 
 def compose(num_items: int, max_len: int, head, enc_nodes: list, enc_inits: list, top_k: int,
-            repeat_weights: np.ndarray | None = None, check: bool = True) -> onnx.ModelProto:
+            repeat_weights: np.ndarray | None = None, popular: tuple[np.ndarray, np.ndarray] | None = None,
+            check: bool = True) -> onnx.ModelProto:
     """Input cleaning + ``head(g, ids, ids_m1, mask, tail)`` (item vectors, scores of items 1..N and,
-    through the tail, the repeat bonus and top-k) + the encoder between them. ``check=False`` skips
-    onnx's checker, for a graph whose weights live in an external file not written yet."""
+    through the tail, the repeat bonus and top-k) + the encoder between them; with ``popular`` (from
+    ``cold_start``), a session with no known item returns those items. ``check=False`` skips onnx's
+    checker, for a graph whose weights live in an external file not written yet."""
     g = Graph()
     ids, mask = _clean_input(g, num_items, max_len)
     ids_m1 = g.op("Sub", [ids, "one_i64"], "clean_ids_minus_1")  # score column of each slot's item
@@ -268,6 +294,8 @@ def compose(num_items: int, max_len: int, head, enc_nodes: list, enc_inits: list
     k = min(top_k, num_items)
     tail = ScoringTail(ids_m1, updates, g.const("top_k", np.array([k], np.int64)), "one_i64")
     head(g, ids, ids_m1, mask, tail)
+    if popular is not None:
+        _answer_cold_start(g, mask, popular)
     # The encoder's nodes sit between the item vectors and the head (nodes must be in topological order).
     head_start = next(i for i, n in enumerate(g.nodes) if A.ENCODER_PREFIX + "session" in n.input)
     g.nodes[head_start:head_start] = enc_nodes
@@ -462,13 +490,18 @@ def prepare_out_dir(out: Path, force: bool) -> None:
 def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *, force: bool = False,
           eval_data: str | Path | None = None, log=lambda s: None, progress=None) -> dict:
     """Checkpoint → artifact directory, written atomically; returns the manifest."""
-    from .freeze import freeze
+    from .freeze import freeze, popular_from_data
 
     opts = opts or BuildOptions()
     out = Path(out)
     check_options(opts)
     prepare_out_dir(out, force)
     frozen = freeze(ckpt)
+    if opts.popular_from is not None:
+        frozen.popular = popular_from_data(opts.popular_from, ckpt, frozen.vocab)
+    elif frozen.popular is None:
+        log("note: the checkpoint records no popular items (it predates them): a session with no known item "
+            "gets the model's scores for an empty session; --popular-from DATA counts them in its training data")
     ids_file, _ = id_map.choose_file(frozen.vocab, opts.id_map)
     if ids_file == A.ITEMS_FILE and any("\n" in r or "\r" in r for r in frozen.vocab):
         raise OdrecError(f"{ckpt}: a raw item id contains a line break; items.txt cannot hold it")
@@ -563,6 +596,9 @@ def _manifest(frozen: FrozenModel, model: onnx.ModelProto, opts: BuildOptions, n
         "padding_index": 0,
         "compressor": compressor, "quantisation": quant,
         "repeat_bonus": frozen.repeat_weights is not None,
+        "cold_start": ("popular: a session with no known item returns the most clicked training items, "
+                       "scored log(1 + clicks)" if any(i.name == A.POPULAR_IDS for i in model.graph.initializer)
+                       else "none: the checkpoint records no popular items"),
         "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
         "ir_version": model.ir_version,
         "simplification": notes,

@@ -39,6 +39,7 @@ class FrozenModel:
     items_config: dict | None = None  # the checkpoint's config["items"]
     repeat_weights: np.ndarray | None = None  # max_len fp32, by recency (models with a repeat bonus)
     synthetic: dict | None = None  # provenance of a synth-catalogue checkpoint: not a real catalogue
+    popular: dict | None = None  # {"ids", "clicks"}: most clicked training items, most first (data.popular_items)
 
     @property
     def m(self) -> int:
@@ -63,7 +64,8 @@ def freeze(path: str | Path) -> FrozenModel:
     frozen = FrozenModel(encoder=model.encoder.float().eval(), num_items=model.num_items, dim=cfg.dim,
                          max_len=cfg.max_len, compressor=compressor, vocab=list(ckpt.vocab),
                          checkpoint_sha256=file_sha256(path), items_config=dict(ckpt.config.get("items") or {}),
-                         synthetic=ckpt.provenance.get("synthetic"))
+                         synthetic=ckpt.provenance.get("synthetic"),
+                         popular=checked_popular(ckpt.provenance.get("popular_items"), model.num_items, path))
     with torch.no_grad():
         if model.repeat is not None:
             frozen.repeat_weights = model.repeat.weights.detach().float().numpy().copy()
@@ -76,6 +78,29 @@ def freeze(path: str | Path) -> FrozenModel:
         else:
             frozen.table = model.items.export_arrays()[A.ITEM_TABLE]
     return frozen
+
+
+def checked_popular(popular, num_items: int, source) -> dict | None:
+    """A checkpoint's (or a data set's) popular-item record, checked: item indices within 1..N."""
+    if popular is None:
+        return None
+    try:
+        ids, clicks = [int(i) for i in popular["ids"]], [int(c) for c in popular["clicks"]]
+    except (TypeError, KeyError, ValueError):
+        raise CheckpointError(f"{source}: popular_items is not a list of ids and clicks") from None
+    if len(ids) != len(clicks) or not all(1 <= i <= num_items for i in ids):
+        raise CheckpointError(f"{source}: popular_items has ids outside 1..{num_items}")
+    return {"ids": ids, "clicks": clicks}
+
+
+def popular_from_data(data: str | Path, ckpt_path: str | Path, vocab: list[str]) -> dict:
+    """Popular items counted in ``data``'s training sessions, split as the checkpoint's run split them."""
+    from .data import load_like_checkpoint
+
+    sessions = load_like_checkpoint(data, None, load_checkpoint(ckpt_path).provenance)
+    if sessions.vocab.raw_ids != [str(v) for v in vocab]:
+        raise CheckpointError(f"{data}: not the data {ckpt_path} was trained on (its item vocabulary differs)")
+    return sessions.popular_items()
 
 
 def materialise(frozen: FrozenModel, codebooks: np.ndarray | None = None) -> FrozenModel:

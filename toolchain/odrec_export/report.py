@@ -20,7 +20,7 @@ from . import artifact as A
 from .errors import OdrecError, UsageError
 
 PARTS = ("encoder weights", "codebooks", "codes", "scales", "item table (fp32)", "item factors",
-         "repeat bonus", "graph overhead", "item ids", "manifest.json")
+         "repeat bonus", "popular items", "graph overhead", "item ids", "manifest.json")
 ITEM_PARTS = ("codebooks", "codes", "scales", "item table (fp32)", "item factors")
 FACTOR_PREFIXES = ("tt/", "stt/", "cprec/")  # tensor-train cores, CpRec blocks (heads/)
 
@@ -46,8 +46,9 @@ def part_sizes(folder: Path, model) -> dict[str, int]:
         parts[part] = inits.get(name, 0)
     parts["encoder weights"] = sum(b for n, b in inits.items() if n.startswith(A.ENCODER_PREFIX))
     parts["item factors"] = sum(b for n, b in inits.items() if n.startswith(FACTOR_PREFIXES))
+    parts["popular items"] = inits.get(A.POPULAR_IDS, 0) + inits.get(A.POPULAR_SCORES, 0)
     model_bytes = (folder / A.MODEL_FILE).stat().st_size
-    parts["graph overhead"] = (model_bytes - parts["encoder weights"] - parts["repeat bonus"]
+    parts["graph overhead"] = (model_bytes - parts["encoder weights"] - parts["repeat bonus"] - parts["popular items"]
                                - sum(parts[p] for p in ITEM_PARTS))
     parts["item ids"] = (folder / A.id_map_file(A.read_manifest(folder))).stat().st_size
     parts["manifest.json"] = (folder / A.MANIFEST_FILE).stat().st_size
@@ -257,10 +258,13 @@ def baseline_graph(folder: Path, manifest: dict, table_file: Path | None = None)
                          "artifact has neither; compare it with other artifacts: bench --compare DIR1 DIR2 ...")
     model = onnx.load(str(folder / A.MODEL_FILE), load_external_data=False)
     nodes, inits = encoder_part(model)
-    repeat = next((numpy_helper.to_array(i) for i in model.graph.initializer if i.name == A.REPEAT_WEIGHTS), None)
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer
+               if i.name in (A.REPEAT_WEIGHTS, A.POPULAR_IDS, A.POPULAR_SCORES)}
+    repeat = weights.get(A.REPEAT_WEIGHTS)
+    popular = (weights[A.POPULAR_IDS], weights[A.POPULAR_SCORES]) if A.POPULAR_IDS in weights else None
     n, max_len, top_k = manifest["num_items"], manifest["max_session_length"], manifest["top_k"]
     if table_file is None:
-        return compose(n, max_len, table_head(decode_item_table(model, manifest)), nodes, inits, top_k, repeat)
+        return compose(n, max_len, table_head(decode_item_table(model, manifest)), nodes, inits, top_k, repeat, popular)
     table_file = Path(table_file)
     with table_file.open("wb") as f:
         for rows in item_table_rows(model, manifest):
@@ -270,7 +274,7 @@ def baseline_graph(folder: Path, manifest: dict, table_file: Path | None = None)
     for key, value in (("location", table_file.name), ("offset", "0"), ("length", str(table_file.stat().st_size))):
         entry = table.external_data.add()
         entry.key, entry.value = key, value
-    return compose(n, max_len, table_head(table), nodes, inits, top_k, repeat, check=False)
+    return compose(n, max_len, table_head(table), nodes, inits, top_k, repeat, popular, check=False)
 
 
 SPREAD_WARNING = 1.5  # p90 / p10 of one model's runs above this: the machine was busy

@@ -351,6 +351,6 @@ def train_teacher(data: SessionData, enc: dict, cfg: TrainConfig, *, progress: P
 
 def training_provenance(data: SessionData, cfg: TrainConfig, history: dict, wall: float) -> dict:
     return {"data_source": data.source, "data_sha256": data.data_sha256, "data_report": data.report,
-            "train": asdict(cfg), "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
+            "popular_items": data.popular_items(), "train": asdict(cfg), "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
             "history": history["history"], "wall_seconds": round(wall, 1), "environment": environment(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

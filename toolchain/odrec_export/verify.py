@@ -541,14 +541,35 @@ def reference_outputs(ckpt_path: Path, manifest: dict, items: list[str], cases: 
     if expand_top is not None:  # CpRec's approximate output: the reference takes the same shortcut
         model.items.score = functools.partial(model.items.score, expand_top=int(expand_top))
     n, max_len, k = model.num_items, model.encoder.cfg.max_len, min(int(manifest["top_k"]), model.num_items)
+    popular = _popular_answer(ckpt.provenance.get("popular_items"), graph, k)
     out = []
     with torch.no_grad():
         for case in cases:
             rows = [[int(i) for i in r if 1 <= i <= n] for r in case.ids]
             scores = model.scores(torch.from_numpy(pad_batch(rows, max_len)))[:, 1:]
             top = torch.topk(scores, k, dim=1)
-            out.append({A.OUTPUT_IDS: (top.indices + 1).numpy(), A.OUTPUT_SCORES: top.values.numpy()})
+            ids, values = (top.indices + 1).numpy(), top.values.numpy()
+            if popular is not None:  # the contract: a session with no known item gets the popular items
+                empty = np.array([not r for r in rows], dtype=bool)
+                ids[empty], values[empty] = popular
+            out.append({A.OUTPUT_IDS: ids, A.OUTPUT_SCORES: values})
     return out
+
+
+def _popular_answer(recorded: dict | None, graph, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """What a session with no known item should get: the checkpoint's recorded popular items (their
+    top k, scored log(1 + clicks)); for an artifact built with --popular-from, the graph's own."""
+    has_popular = graph is not None and any(i.name == A.POPULAR_IDS for i in graph.graph.initializer)
+    if not has_popular:
+        return None
+    if recorded is not None and len(recorded["ids"]) >= k:
+        return (np.array(recorded["ids"][:k], np.int64),
+                np.log1p(np.array(recorded["clicks"][:k], np.float64)).astype(np.float32))
+    from onnx import numpy_helper
+
+    arrays = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer
+              if i.name in (A.POPULAR_IDS, A.POPULAR_SCORES)}
+    return arrays[A.POPULAR_IDS][0], arrays[A.POPULAR_SCORES][0]
 
 
 class ReferenceMismatch(Exception):
