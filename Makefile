@@ -49,6 +49,11 @@ demo-train: $(VENV)/.installed
 clean:
 	rm -rf build
 
+# The bad-input matrix of docs/results.md: every case one error line, under 2 GB, nothing half-written.
+.PHONY: bad-inputs
+bad-inputs: $(VENV)/.installed
+	$(PY) scripts/bad_input_matrix.py
+
 # The docs' figures (docs/figures/*.png) from the tools' JSON in docs/figures/data; docs/results.md
 # ("Figures") has the commands that wrote each JSON file.
 figures: $(VENV)/.installed
