@@ -55,9 +55,9 @@ def _read(path: Path) -> dict:
 
 def _label(a: dict) -> str:
     c = a["compressor"]
-    shape = {"codes": f"M={c.get('M')}, K={c.get('K')}", "stt": f"R={c.get('R', c.get('rank'))}",
-             "tt": f"R={c.get('R', c.get('rank'))}"}.get(a["compressor_name"], "")
-    return f"{a['compressor_name']}" + (f" ({shape})" if shape and "None" not in shape else "")
+    shape = {"codes": f"M={c.get('M')}, K={c.get('K')}, {a.get('quantisation')}", "stt": f"R={c.get('rank')}",
+             "tt": f"R={c.get('rank')}", "none": "fp32 table"}.get(c.get("name"), "")
+    return f"{a['label']} ({shape})" if shape else a["label"]
 
 
 def accuracy_vs_bytes(compare: dict, out: Path, plt) -> None:
