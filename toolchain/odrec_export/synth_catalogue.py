@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .data import POPULAR_KEEP
 from .errors import UsageError
 from .files import file_sha256
 
@@ -42,7 +43,10 @@ def synth_catalogue(like: str | Path, items: int, out: str | Path, seed: int = 0
     ids = rng.choice(10 * items, size=items, replace=False) + 1
     record = {"note": SYNTHETIC_NOTE, "items": items, "seed": seed, "like": str(like),
               "like_sha256": file_sha256(like)}
-    provenance = {"synthetic": record, "data_source": "synthetic"}
+    keep = min(POPULAR_KEEP, items)  # random "popular" items, so the graph has a real artifact's cold-start part
+    popular = {"ids": (rng.choice(items, size=keep, replace=False) + 1).tolist(),
+               "clicks": [10 * keep // (rank + 1) for rank in range(keep)]}
+    provenance = {"synthetic": record, "data_source": "synthetic", "popular_items": popular}
     save_checkpoint(Checkpoint(source.kind, config, [str(i) for i in ids], state, provenance), out)
     return record
 
