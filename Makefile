@@ -60,6 +60,11 @@ figures: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[figures]'
 	$(CLI) figures --data docs/figures/data --out docs/figures
 
+# Re-measure the figures' JSON (benchmarks: ~20 min, on a quiet machine).
+.PHONY: figures-data
+figures-data: $(VENV)/.installed
+	bash scripts/figure_data.sh
+
 # Android demo (see docs/android.md): tools are fetched into ignored caches with pinned sha256.
 ARTIFACT ?= $(DEMO)/artifact
 ABIS     ?= arm64-v8a
