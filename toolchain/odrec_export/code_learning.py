@@ -77,18 +77,23 @@ def compose(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
     return sum(codebooks[m][idx[:, m]] for m in range(codebooks.shape[0]))
 
 
-def fit_codebooks(codes: torch.Tensor, table: torch.Tensor, k: int, ridge: float = 1e-3) -> torch.Tensor:
+def fit_codebooks(codes: torch.Tensor, table: torch.Tensor, k: int, ridge: float = 1e-3,
+                  chunk: int = 65536) -> torch.Tensor:
     """Least-squares codebooks for fixed codes: min ‖A·E − table‖² + ridge·‖E‖², A the n×(M·K) one-hot
-    matrix (built implicitly: AᵀA counts code pairs, Aᵀ·table sums item vectors per codeword)."""
+    matrix (built implicitly: AᵀA counts code pairs, Aᵀ·table sums item vectors per codeword), a chunk
+    of items at a time so memory stays O(chunk·M² + (M·K)²) at any catalogue size."""
     n, m = codes.shape
+    mk = m * k
     cols = codes.long() + torch.arange(m, device=codes.device) * k  # n × M column indices
-    gram = torch.zeros(m * k, m * k, dtype=torch.float64, device=codes.device)
-    pairs_i = cols.unsqueeze(2).expand(n, m, m).reshape(-1)
-    pairs_j = cols.unsqueeze(1).expand(n, m, m).reshape(-1)
-    gram.index_put_((pairs_i, pairs_j), torch.ones_like(pairs_i, dtype=torch.float64), accumulate=True)
-    gram += ridge * torch.eye(m * k, dtype=torch.float64, device=codes.device)
-    rhs = torch.zeros(m * k, table.shape[1], dtype=torch.float64, device=codes.device)
-    rhs.index_add_(0, cols.reshape(-1), table.double().repeat_interleave(m, dim=0))
+    gram = torch.zeros(mk * mk, dtype=torch.float64, device=codes.device)
+    rhs = torch.zeros(mk, table.shape[1], dtype=torch.float64, device=codes.device)
+    for start in range(0, n, chunk):
+        c = cols[start:start + chunk]
+        gram += torch.bincount((c.unsqueeze(2) * mk + c.unsqueeze(1)).reshape(-1), minlength=mk * mk)
+        rows = table[start:start + chunk].double()
+        for j in range(m):
+            rhs.index_add_(0, c[:, j], rows)
+    gram = gram.view(mk, mk) + ridge * torch.eye(mk, dtype=torch.float64, device=codes.device)
     return torch.linalg.solve(gram, rhs).view(m, k, -1).to(table.dtype)
 
 
