@@ -59,6 +59,11 @@ class CodesItemTable(ItemTable):
         tables = torch.einsum("bd,mkd->bmk", sessions, self.codebooks).reshape(len(sessions), self.m * self.k)
         rows = self._table_rows()
         out = tables.index_select(1, rows[0])
+        if self.m > 1 and not torch.is_grad_enabled():  # evaluation: one scratch buffer, not M B × N allocations
+            scratch = torch.empty_like(out)
+            for m in range(1, self.m):
+                out += torch.index_select(tables, 1, rows[m], out=scratch)
+            return out
         for m in range(1, self.m):
             out += tables.index_select(1, rows[m])
         return out
