@@ -251,24 +251,14 @@ def train(
     from .data import load_sessions
     from .errors import UsageError
     from .metrics import format_table
-    from .sampled import check_loss
-    from .train import TrainConfig, lr_factor, resolve_device, train_teacher
+    from .train import TrainConfig, resolve_device, train_teacher
 
-    compressors = ("none", "codes", "tt", "stt", "cprec")
-    if compressor not in compressors:
-        raise UsageError(f"unknown compressor '{compressor}' for train (use {', '.join(compressors)})")
     student = compressor != "none" or teacher is not None
     if init is not None and student and teacher is None:
         raise UsageError("--init with a student compressor continues a student: give its --teacher too")
     if epochs == 0 and not student:
         raise UsageError("--epochs 0 only makes sense for a student (a fitted, undistilled representation)")
     items_config = _items_config(compressor, m, k, rank, blocks, rho)
-    from .models.encoder import SHARE_MODES
-
-    if share not in SHARE_MODES:
-        raise UsageError(f"unknown --share '{share}' (use {', '.join(SHARE_MODES)})")
-    lr_factor(lr_schedule, 0.0)  # an unknown schedule fails before the data loads
-    check_loss(loss, negatives)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                       device=resolve_device(device), max_batches=max_batches, lr_schedule=lr_schedule,
                       loss=loss, negatives=negatives, length_buckets=length_buckets, in_batch=in_batch)
@@ -408,12 +398,9 @@ def repeat_bonus_cmd(
     occurred) on the validation split the checkpoint was trained with; the rest of the model is unchanged."""
     from .checkpoint import load_checkpoint, save_checkpoint
     from .distill import check_same_split, checkpoint_for
-    from .errors import UsageError
     from .models.registry import model_from_checkpoint
-    from .repeat_fit import OBJECTIVES, fit_repeat_bonus, with_repeat_bonus
+    from .repeat_fit import fit_repeat_bonus, with_repeat_bonus
 
-    if metric not in OBJECTIVES:
-        raise UsageError(f"unknown --metric '{metric}' (known: {', '.join(OBJECTIVES)})")
     sessions = _split_like(load_checkpoint(ckpt), data, _protocol(delimiter, session_col, item_col, time_col,
                                                                   date_col, test_days, valid_fraction))
     checkpoint = checkpoint_for(ckpt, sessions, "trained model", lambda c: True)
@@ -458,17 +445,12 @@ def finetune(
         return
     from .checkpoint import save_checkpoint
     from .errors import UsageError
-    from .finetune import OBJECTIVES, finetune as finetune_model, load_for_finetune
+    from .finetune import finetune as finetune_model, load_for_finetune
     from .metrics import format_table
-    from .sampled import check_loss
-    from .train import TrainConfig, lr_factor, resolve_device
+    from .train import TrainConfig, resolve_device
 
-    if objective not in OBJECTIVES:
-        raise UsageError(f"unknown --objective '{objective}' (use {' or '.join(OBJECTIVES)})")
     if out.resolve() == ckpt.resolve():  # the run saves as it goes: a stopped run would lose the original
         raise UsageError("--out must not be --ckpt: write the fine-tuned model to a new file")
-    lr_factor(lr_schedule, 0.0)  # an unknown schedule fails before the data loads
-    check_loss(loss, negatives)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                       device=resolve_device(device), max_batches=max_batches, lr_schedule=lr_schedule,
                       loss=loss, negatives=negatives, length_buckets=length_buckets, in_batch=in_batch)
