@@ -161,8 +161,9 @@ def main() -> int:
         tmp = Path(tmp)
         inputs = prepare(tmp)
         before = sorted(x.name for x in tmp.iterdir())
+        matrix = cases(inputs)
         print(f"{'case':<40} {'exit':>4} {'peak MB':>8}  answer")
-        for name, args in cases(inputs):
+        for name, args in matrix:
             r = run_case(args, tmp)
             failed += not r["ok"]
             answer = r["stderr"][0] if len(r["stderr"]) == 1 else f"{len(r['stderr'])} stderr lines: {r['stderr'][-1:]}"
@@ -174,7 +175,7 @@ def main() -> int:
         if inputs["marker"].exists():
             failed += 1
             print("FAIL: the pickled payload ran")
-    total = len(cases(inputs))
+    total = len(matrix)
     print(f"{total - failed}/{total} cases: one-line error, non-zero exit, no traceback, under 2 GB, nothing left behind"
           if not failed else f"{failed} failure(s)")
     return 1 if failed else 0

@@ -206,9 +206,8 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
     history = run_epochs(student, data, train_cfg, distiller, groups, progress=progress, log=log, on_best=on_best,
                          label="distil", before_step=before_step, extra=lambda: {"eta": distiller.eta},
                          keep_start=keep_start)
-    for model in (student, teacher):
-        if hasattr(model.items, "sparse_parameters"):
-            model.items.sparse = False
+    if hasattr(teacher.items, "sparse_parameters"):  # run_epochs resets the student's table itself
+        teacher.items.sparse = False
     student.cpu().eval()
     teacher.cpu().eval()
     return history

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from . import artifact as A
-from .report import part_sizes
+from .report import ITEM_PARTS, part_sizes
 
 
 def summary(folder: str | Path, verify_record: str | Path | None = None) -> str:
@@ -18,7 +18,7 @@ def summary(folder: str | Path, verify_record: str | Path | None = None) -> str:
     manifest = A.validate(folder)
     parts = part_sizes(folder, onnx.load(str(folder / A.MODEL_FILE), load_external_data=False))
     total = sum(parts.values())
-    item_bytes = sum(parts[p] for p in ("codebooks", "codes", "scales", "item table (fp32)", "item factors"))
+    item_bytes = sum(parts[p] for p in ITEM_PARTS)
     n, d = manifest["num_items"], manifest["compressor"]["d"]
     table = (n + 1) * d * 4
     comp = manifest["compressor"]

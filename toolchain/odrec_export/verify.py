@@ -52,19 +52,20 @@ class Check:
     topk: str | None = None  # e.g. "312/312 identical" or "310/312 identical, 2 tie swaps"
     details: list[str] = field(default_factory=list)
     seconds: float | None = None  # wall time of the run this check compared (the guest process for arm64)
-    _seen: dict = field(default_factory=dict, repr=False)  # error text → [(details index, repeats)]
+    _seen: dict = field(default_factory=dict, repr=False)  # error text → (details index, first message, repeats)
 
     def fail(self, message: str) -> None:
         """Record a failure. The same error on further batches ("<case>: <error>") is counted on the
         first one's line instead of repeated (a damaged model fails every batch alike)."""
         self.status = FAIL
-        case, sep, error = message.partition(": ")
-        for i, (first, count) in enumerate(self._seen.get(error, []) if sep else []):
-            self._seen[error][i] = (first, count + 1)
-            self.details[first] = f"{self.details[first].split(' (and ')[0]} (and {count + 1} more batches alike)"
+        _, sep, error = message.partition(": ")
+        if sep and error in self._seen:
+            first, original, repeats = self._seen[error]
+            self._seen[error] = (first, original, repeats + 1)
+            self.details[first] = f"{original} (and {repeats + 1} more batches alike)"
             return
         if sep:
-            self._seen.setdefault(error, []).append((len(self.details), 0))
+            self._seen[error] = (len(self.details), message, 0)
         self.details.append(message)
 
 
