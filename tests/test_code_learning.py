@@ -5,7 +5,7 @@ import torch
 
 from odrec_export.code_learning import (CodeLearningConfig, code_usage, compose, fit_codebooks, learn_codes,
                                         residual_kmeans)
-from odrec_export.models.codes import CodesItemTable
+from odrec_export.compressors.codes import CodesItemTable
 
 
 def test_code_usage_known_answer():

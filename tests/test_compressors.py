@@ -33,9 +33,8 @@ def student(request, tiny_checkpoints, diginetica, tmp_path_factory):
     torch.set_num_threads(1)
     name = request.param
     teacher, info = load_teacher(tiny_checkpoints[0], diginetica)
-    _, ckpt = train_student(diginetica, teacher, info, None, TrainConfig(epochs=1, seed=1),
-                            distill_config(name), compressor=name, items_config=SETTINGS[name],
-                            log=lambda s: None)
+    _, ckpt = train_student(diginetica, teacher, info, SETTINGS[name], TrainConfig(epochs=1, seed=1),
+                            distill_config(name), compressor=name, log=lambda s: None)
     path = tmp_path_factory.mktemp(name) / "student.pt"
     save_checkpoint(ckpt, path)
     return name, path, ckpt

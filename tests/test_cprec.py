@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 from odrec_export.graph import Graph
-from odrec_export.heads.cprec import cprec_head
-from odrec_export.models.cprec import PAD_SCORE, BlockItemTable, blocks_for_ratio, count_params
+from odrec_export.compressors.cprec import cprec_head
+from odrec_export.compressors.cprec import PAD_SCORE, BlockItemTable, blocks_for_ratio, count_params
 from odrec_export.models.encoder import SHARE_MODES, EncoderConfig, SessionEncoder
 
 N, D = 120, 16

@@ -9,6 +9,7 @@ import torch
 
 from odrec_export.checkpoint import load_checkpoint, save_checkpoint
 from odrec_export.code_learning import CodeLearningConfig, learn_codes
+from odrec_export.compressors.codes import codes_table
 from odrec_export.distill import (DistillConfig, Distiller, build_student, distill, hot_items, info_nce,
                                   load_teacher, train_student)
 from odrec_export.errors import CheckpointError
@@ -39,7 +40,7 @@ def codes(teacher_path, diginetica):
 
 def models(teacher_path, data, codes):
     teacher, _ = load_teacher(teacher_path, data)
-    student, _ = build_student(teacher, codes["codes"], codes["codebooks"])
+    student, _ = build_student(teacher, codes_table(teacher, codes["codes"], codes["codebooks"]), "codes")
     return teacher, student
 
 
@@ -114,7 +115,7 @@ def test_teacher_lr_zero_keeps_a_bidirectional_teacher_fixed(teacher_path, digin
 def test_a_student_run_saves_its_best_epoch_as_it_goes(teacher_path, diginetica):
     teacher, info = load_teacher(teacher_path, diginetica)
     saved = []
-    _, final = train_student(diginetica, teacher, info, CODES, TrainConfig(epochs=2, batch_size=64, max_batches=3,
+    _, final = train_student(diginetica, teacher, info, {"code_learning": CODES}, TrainConfig(epochs=2, batch_size=64, max_batches=3,
                                                                            patience=5),
                              DistillConfig(bidirectional=False), log=quiet, save=saved.append)
     best, improving = float("-inf"), []
@@ -151,7 +152,7 @@ def test_info_nce_prefers_matching_pairs():
 @pytest.fixture(scope="module")
 def student_ckpt(teacher_path, diginetica, tmp_path_factory):
     teacher, info = load_teacher(teacher_path, diginetica)
-    student, ckpt = train_student(diginetica, teacher, info, CODES, TrainConfig(epochs=1, batch_size=64),
+    student, ckpt = train_student(diginetica, teacher, info, {"code_learning": CODES}, TrainConfig(epochs=1, batch_size=64),
                                   DistillConfig(bidirectional=True), log=quiet)
     path = tmp_path_factory.mktemp("student") / "student.pt"
     save_checkpoint(ckpt, path)

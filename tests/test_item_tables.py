@@ -2,8 +2,8 @@
 
 import torch
 
-from odrec_export.models.codes import CodesItemTable
-from odrec_export.models.item_tables import FullItemTable
+from odrec_export.compressors.codes import CodesItemTable
+from odrec_export.compressors.full_table import FullItemTable
 
 
 def test_codes_score_tables_equal_dot_products_and_tie_exactly():

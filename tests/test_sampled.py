@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from conftest import needs_shared
 from odrec_export.errors import UsageError
-from odrec_export.models.codes import CodesItemTable
-from odrec_export.models.cprec import BlockItemTable
-from odrec_export.models.item_tables import FullItemTable
+from odrec_export.compressors.codes import CodesItemTable
+from odrec_export.compressors.cprec import BlockItemTable
+from odrec_export.compressors.full_table import FullItemTable
 from odrec_export.sampled import NegativeSampler, Negatives, check_loss, sampled_cross_entropy
 
 

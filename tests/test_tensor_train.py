@@ -11,8 +11,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from odrec_export.graph import Graph
-from odrec_export.heads.tensor_train import stt_head, tt_head
-from odrec_export.models.tensor_train import (STTItemTable, TTItemTable, default_dim_shape,
+from odrec_export.compressors.tensor_train import stt_head, tt_head
+from odrec_export.compressors.tensor_train import (STTItemTable, TTItemTable, default_dim_shape,
                                              default_item_shape)
 
 N, D = 700, 16  # 701 rows → 27 × 26 = 702; d = 4 × 4

@@ -20,7 +20,7 @@ from onnx import numpy_helper
 from conftest import REPO, cli
 from odrec_export import artifact as A
 from odrec_export.arm_runtime import default_cache_dir
-from odrec_export.heads.codes import ungroup_codes
+from odrec_export.compressors.codes import ungroup_codes
 from odrec_export.verify import FAIL, NOT_CHECKED, PASS, Agreement, Case, VerifyInputError, compare, verify
 
 FEW = 32  # sessions per verify run: enough rows to exercise every path, cheap on 2 cores

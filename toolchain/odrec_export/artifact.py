@@ -35,7 +35,7 @@ MIN_OPSET, MAX_OPSET, MAX_IR_VERSION = 18, 20, 9
 
 # Initializer names in model.onnx, which size-report uses to say where the bytes go.
 ENCODER_PREFIX = "enc/"
-CODES = "codes"  # G × N unsigned group indices (items 1..N), see heads/codes.py
+CODES = "codes"  # G × N unsigned group indices (items 1..N), see compressors/codes.py
 CODEBOOKS = "codebooks"  # (M·K) × d, fp32 or int8
 CODEBOOK_SCALES = "codebook_scales"  # (M·K) fp32 per-row scales (int8 only)
 ITEM_TABLE = "item_table"  # uncompressed N × d table (items 1..N) (teacher / baseline graphs only)

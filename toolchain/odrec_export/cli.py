@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from . import __version__
+from . import __version__, compressors
 from .errors import OdrecError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
@@ -48,6 +48,18 @@ def existing(option: str, kind: str = "file") -> dict:
 
 
 CKPT = "checkpoint file"
+
+
+def compressor_help() -> str:
+    return "none: the teacher (with --teacher: an uncompressed student); " + "; ".join(
+        f"{c.name}: {c.summary}" for c in compressors.all_compressors().values() if c.name != compressors.UNCOMPRESSED) + "."
+
+
+def item_option_help(name: str, what: str) -> str:
+    """Help of a compressor option: the compressors that read it and their defaults (defined there)."""
+    users = {c.name: c.options[name] for c in compressors.all_compressors().values() if name in c.options}
+    defaults = ", ".join(f"{user} {default}" for user, default in users.items() if default is not None)
+    return f"{'/'.join(users)}: {what} (default: {defaults or 'about 30x compression'})."
 
 
 def _version(value: bool) -> None:
@@ -205,18 +217,16 @@ def train(
     share: str = typer.Option("none", rich_help_panel="Model", **choice("--share", "none", "cross-block", "adjacent-block",
                                                       "adjacent-layer", "cross-layer"), help="Encoder weight sharing across blocks (CpRec): none, cross-block, "
                               "adjacent-block, adjacent-layer, cross-layer."),
-    compressor: str = typer.Option("none", rich_help_panel="Student (--compressor / --teacher)", **choice("--compressor", "none", "codes", "tt", "stt", "cprec"), help="none: the teacher (with --teacher: an uncompressed student); "
-                                   "codes: compositional codes (EODRec); stt: semi-tensor train (OD-Rec); "
-                                   "tt: tensor train (TT-Rec); cprec: CpRec blocks + adaptive softmax."),
+    compressor: str = typer.Option("none", rich_help_panel="Student (--compressor / --teacher)", **choice("--compressor", *compressors.names()),
+                                   help=compressor_help()),
     teacher: Optional[Path] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", **existing("--teacher", CKPT), help="Students: distil from this teacher checkpoint "
                                            "(default: train a teacher first)."),
-    m: int = typer.Option(8, rich_help_panel="Student (--compressor / --teacher)", min=1, help="codes: number of codebooks M (8 x 64: about 35x fewer bytes than the "
-                          "fp32 table; see docs/compressors.md for why)."),
-    k: int = typer.Option(64, rich_help_panel="Student (--compressor / --teacher)", min=2, max=65536, help="codes: codewords per codebook K."),
-    rank: Optional[int] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", min=1, help="tt/stt: TT-rank R (default: about 30x compression)."),
-    blocks: Optional[str] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", help="cprec: frequency block sizes, e.g. 500,2000 (the last block "
-                                         "takes the rest; default: about 30x compression)."),
-    rho: int = typer.Option(4, rich_help_panel="Student (--compressor / --teacher)", min=2, help="cprec: block i has dimension d/rho^i."),
+    m: Optional[int] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", min=1, help=item_option_help("m", "number of codebooks M")),
+    k: Optional[int] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", min=2, max=65536, help=item_option_help("k", "codewords per codebook K")),
+    rank: Optional[int] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", min=1, help=item_option_help("rank", "TT-rank R")),
+    blocks: Optional[str] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", help=item_option_help("blocks", "frequency block sizes, e.g. 500,2000 "
+                                         "(the last block takes the rest)")),
+    rho: Optional[int] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", min=2, help=item_option_help("rho", "block i has dimension d/rho^i")),
     kd: Optional[str] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", **choice("--kd", "eodrec", "odrec"), help="Students: KD recipe, eodrec (bidirectional, mix-up; default for "
                                      "codes) or odrec (frozen teacher, predictive task; default for the others)."),
     beta: float = typer.Option(0.01, rich_help_panel="Student (--compressor / --teacher)", min=0.0, help="Students: weight of the contrastive loss."),
@@ -234,7 +244,8 @@ def train(
                                                "(recipe default: eodrec 0, odrec 0.5)."),
     teacher_lr: Optional[float] = typer.Option(None, "--teacher-lr", rich_help_panel="Student (--compressor / --teacher)", min=0.0, help="Students, bidirectional: the "
                                                "teacher's learning rate (default: --lr; 0 keeps it fixed)."),
-    code_steps: int = typer.Option(300, rich_help_panel="Student (--compressor / --teacher)", min=1, help="codes: code-learning steps (full item table each)."),
+    code_steps: Optional[int] = typer.Option(None, rich_help_panel="Student (--compressor / --teacher)", min=1,
+                                             help=item_option_help("code_steps", "code-learning steps (full item table each)")),
     loss: str = LossOpt, negatives: int = NegativesOpt, length_buckets: int = BucketsOpt, in_batch: bool = InBatchOpt,
     nproc: int = NprocOpt,
     init: Optional[Path] = typer.Option(None, "--init", rich_help_panel="Student (--compressor / --teacher)", **existing("--init", CKPT), help="Continue a stopped or finished run from its "
@@ -253,12 +264,13 @@ def train(
     from .metrics import format_table
     from .train import TrainConfig, resolve_device, train_teacher
 
-    student = compressor != "none" or teacher is not None
+    student = compressor != compressors.UNCOMPRESSED or teacher is not None
     if init is not None and student and teacher is None:
         raise UsageError("--init with a student compressor continues a student: give its --teacher too")
     if epochs == 0 and not student:
         raise UsageError("--epochs 0 only makes sense for a student (a fitted, undistilled representation)")
-    items_config = _items_config(compressor, m, k, rank, blocks, rho)
+    item_options = {"m": m, "k": k, "rank": rank, "blocks": blocks, "rho": rho, "code_steps": code_steps}
+    compressors.get(compressor).items_config(item_options)  # option errors now, not after a teacher's training
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                       device=resolve_device(device), max_batches=max_batches, lr_schedule=lr_schedule,
                       loss=loss, negatives=negatives, length_buckets=length_buckets, in_batch=in_batch)
@@ -278,7 +290,6 @@ def train(
         _, ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo,
                                 save=save_best_so_far, init=start)
     else:
-        from .code_learning import CodeLearningConfig
         from .distill import distill_config, load_student, load_teacher, teacher_provenance, train_student
 
         if teacher is not None:
@@ -290,15 +301,14 @@ def train(
         start = None
         if init is not None:
             start = load_student(init, sessions)
-            if compressor not in ("none", start.config["compressor"]):
+            if compressor not in (compressors.UNCOMPRESSED, start.config["compressor"]):
                 raise UsageError(f"--compressor {compressor}, but {init} is a {start.config['compressor']} student")
             compressor = start.config["compressor"]
             eta = 0.0 if eta is None else eta  # its run's mix-up is over: continue on the student's own vectors
-        code_cfg = CodeLearningConfig(m=m, k=k, steps=code_steps, seed=seed, device=cfg.device)
         kd_cfg = distill_config(compressor, kd, beta=beta, gamma=gamma, mse=mse, eta=eta, eta_decay=eta_decay,
                                 bidirectional=bidirectional, predictive=predictive, teacher_lr=teacher_lr)
-        _, ckpt = train_student(sessions, teacher_model, teacher_info, code_cfg, cfg, kd_cfg, compressor=compressor,
-                                items_config=items_config, progress=_rich_progress, log=typer.echo,
+        _, ckpt = train_student(sessions, teacher_model, teacher_info, item_options, cfg, kd_cfg, compressor=compressor,
+                                progress=_rich_progress, log=typer.echo,
                                 save=save_best_so_far, init=start)
         typer.echo(f"item representation: {json.dumps(ckpt.provenance['item_bytes'])}")
     if ckpt is None:  # a process other than rank 0 of a data-parallel run: rank 0 writes
@@ -307,27 +317,6 @@ def train(
     if "test_metrics" in ckpt.provenance:
         typer.echo("test metrics (best validation epoch):\n" + format_table(ckpt.provenance["test_metrics"]))
     typer.echo(f"wrote {out} (sha256 {sha[:16]}…)")
-
-
-def _items_config(compressor: str, m: int, k: int, rank: int | None, blocks: str | None, rho: int) -> dict:
-    """The student's ``config["items"]`` from the CLI options of its compressor."""
-    from .errors import UsageError
-
-    if compressor == "codes":
-        return {"m": m, "k": k}
-    if compressor in ("tt", "stt"):
-        return {} if rank is None else {"rank": rank}
-    if compressor == "cprec":
-        config: dict = {"rho": rho}
-        if blocks is not None:
-            try:
-                config["blocks"] = [int(b) for b in blocks.split(",") if b.strip()]
-            except ValueError:
-                raise UsageError(f"--blocks must be comma-separated block sizes, got {blocks!r}") from None
-            if not config["blocks"] or min(config["blocks"]) < 1:
-                raise UsageError(f"--blocks must be positive sizes, got {blocks!r}")
-        return config
-    return {}
 
 
 @app.command("eval")

@@ -22,14 +22,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import SessionData, pad_batch
-from .models.codes import code_dtype
+from .compressors.codes import code_dtype
 from .models.recommender import SessionRecommender
 
 
 @dataclass
 class CodeLearningConfig:
-    m: int = 4
-    k: int = 256
+    m: int  # codebooks and codewords: the codes compressor's options (compressors/codes.py) give the defaults
+    k: int
     kmeans_iters: int = 15
     warmup_steps: int = 200  # code encoder imitates the k-means codes before Gumbel learning
     steps: int = 300  # full-table steps (every item, every step)
@@ -98,20 +98,27 @@ def fit_codebooks(codes: torch.Tensor, table: torch.Tensor, k: int, ridge: float
 
 
 @torch.no_grad()
+def kmeans(points: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means from k random points (zero centroids when there are fewer points than k);
+    returns (assignment of each point, k centroids)."""
+    centroids = points[torch.randperm(len(points), generator=gen, device=points.device)[:k]].clone()
+    if len(centroids) < k:
+        centroids = torch.cat([centroids, points.new_zeros(k - len(centroids), points.shape[1])])
+    for _ in range(iters):
+        assign = torch.cdist(points, centroids).argmin(1)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, points)
+        counts = torch.bincount(assign, minlength=k).unsqueeze(1)
+        centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+    return torch.cdist(points, centroids).argmin(1), centroids
+
+
+@torch.no_grad()
 def residual_kmeans(table: torch.Tensor, m: int, k: int, iters: int, gen_seed: int = 0):
     """Codebook m clusters what codebooks 1..m-1 left unexplained; returns (n×M codes, M×K×d books)."""
     gen = torch.Generator(device=table.device).manual_seed(gen_seed)
     residual, codes, books = table.clone(), [], []
     for _ in range(m):
-        centroids = residual[torch.randperm(len(residual), generator=gen, device=table.device)[:k]].clone()
-        if len(centroids) < k:  # fewer items than codewords: pad with zero codewords
-            centroids = torch.cat([centroids, residual.new_zeros(k - len(centroids), residual.shape[1])])
-        for _ in range(iters):
-            assign = torch.cdist(residual, centroids).argmin(1)
-            sums = torch.zeros_like(centroids).index_add_(0, assign, residual)
-            counts = torch.bincount(assign, minlength=k).unsqueeze(1)
-            centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
-        assign = torch.cdist(residual, centroids).argmin(1)
+        assign, centroids = kmeans(residual, k, iters, gen)
         residual = residual - centroids[assign]
         codes.append(assign)
         books.append(centroids)

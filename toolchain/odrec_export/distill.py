@@ -40,14 +40,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import parallel
+from . import compressors, parallel
 from .checkpoint import Checkpoint, file_sha256, load_checkpoint
 from .data import SessionData, Vocabulary
 from .errors import CheckpointError, UsageError
 from .evaluate import evaluate_model
-from .models.codes import CodesItemTable
+from .compressors.base import ItemTable
+from .models.encoder import EncoderConfig, SessionEncoder
 from .models.recommender import SessionRecommender
-from .models.registry import build_model, model_from_checkpoint
+from .models.registry import model_from_checkpoint
 from .repeat_fit import without_repeat_bonus
 from .sampled import Negatives, candidate_log_probs, candidates, sampled_cross_entropy
 from .train import Progress, TrainConfig, environment, no_progress, param_groups, run_epochs
@@ -71,25 +72,20 @@ KD_RECIPES = {
     "eodrec": {"eta": 0.7, "bidirectional": True, "predictive": 0.0},
     "odrec": {"eta": 0.0, "bidirectional": False, "predictive": 0.5},
 }
-DEFAULT_RECIPE = {"codes": "eodrec", "tt": "odrec", "stt": "odrec", "cprec": "odrec", "none": "odrec"}
 
 
 def distill_config(compressor: str, recipe: str | None = None, **overrides) -> DistillConfig:
     """The recipe's settings (default: the compressor's paper's) with the given non-None overrides."""
-    name = recipe or DEFAULT_RECIPE[compressor]
+    name = recipe or compressors.get(compressor).kd_recipe
     if name not in KD_RECIPES:
         raise UsageError(f"unknown KD recipe '{name}' (use {' or '.join(KD_RECIPES)})")
     return DistillConfig(**{**KD_RECIPES[name], **{k: v for k, v in overrides.items() if v is not None}})
 
 
-def build_student(teacher: SessionRecommender, codes: torch.Tensor, codebooks: torch.Tensor) -> tuple[SessionRecommender, dict]:
-    """A codes student with the teacher's encoder weights; returns (model, model config)."""
-    m, k, _ = codebooks.shape
-    config = {"encoder": teacher.encoder.cfg.to_dict(), "compressor": "codes", "items": {"m": m, "k": k}}
-    student = build_model(config)
-    student.items.set_codes(codes)
-    with torch.no_grad():
-        student.items.codebooks.copy_(codebooks)
+def build_student(teacher: SessionRecommender, items: ItemTable, compressor: str) -> tuple[SessionRecommender, dict]:
+    """A student of the given item table and the teacher's encoder weights; returns (model, model config)."""
+    config = {"encoder": teacher.encoder.cfg.to_dict(), "compressor": compressor, "items": items.config()}
+    student = SessionRecommender(items, SessionEncoder(EncoderConfig(**config["encoder"])))
     student.encoder.load_state_dict(teacher.encoder.state_dict())
     return student, config
 
@@ -224,11 +220,7 @@ def item_bytes(student: SessionRecommender) -> dict:
     n, d = items.num_items, items.dim
     full = n * d * 4
     out = {"parts_bytes": parts, "stored_bytes": stored, "fp32_table_bytes": full, "ratio_bytes": full / stored}
-    if isinstance(items, CodesItemTable):
-        m, k = items.m, items.k
-        out.update({"codes_bytes": parts["codes"], "codebooks_bytes": parts["codebooks"],
-                    "paper_ratio": n * d / (m * k * d + m * n)})
-    return out
+    return {**out, **items.bytes_report(parts)}
 
 
 def check_no_full_table(state_dict: dict, num_items: int) -> None:
@@ -244,11 +236,11 @@ def student_checkpoint(student: SessionRecommender, config: dict, data: SessionD
     """The student's checkpoint; ``complete=False`` marks a best-so-far state saved mid-run (no test
     metrics, which cost an evaluation per save). ``init_info``: the student checkpoint it continued."""
     state = student.state_dict()
-    if config["compressor"] != "none":  # the uncompressed student holds its N×d table by design
+    compressor = compressors.get(config["compressor"])
+    if not compressor.holds_full_table:  # the uncompressed student holds its N×d table by design
         check_no_full_table(state, student.num_items)
     provenance = {"data_source": data.source, "data_sha256": data.data_sha256, "data_report": data.report,
-                  "popular_items": data.popular_items(), "teacher": teacher_info, ("code_learning" if config["compressor"] == "codes" else "item_fit"):
-                  fit_report, "train": asdict(train_cfg),
+                  "popular_items": data.popular_items(), "teacher": teacher_info, compressor.fit_record: fit_report, "train": asdict(train_cfg),
                   "distill": asdict(cfg), "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
                   "history": history["history"], "wall_seconds": round(wall, 1), "item_bytes": item_bytes(student),
                   "environment": environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -260,36 +252,33 @@ def student_checkpoint(student: SessionRecommender, config: dict, data: SessionD
     return Checkpoint("student", config, list(data.vocab.raw_ids), state, provenance)
 
 
-def make_student(teacher: SessionRecommender, data: SessionData, compressor: str, items_config: dict,
-                 code_cfg=None, log: Callable[[str], None] = print) -> tuple[SessionRecommender, dict, dict]:
-    """A student with the teacher's encoder and an item representation fitted to the teacher's table.
-
-    codes: learned codes (``code_cfg``, a CodeLearningConfig); tt / stt / cprec: the table's own
-    ``init_from_table`` (SVD fits); none: a copy. Returns (model, model config, fitting report)."""
-    if compressor == "codes":
-        from .code_learning import CodeLearningConfig, learn_codes
-
-        learned = learn_codes(teacher, data, code_cfg or CodeLearningConfig(**items_config), log=log)
-        student, config = build_student(teacher, learned["codes"], learned["codebooks"])
-        return student, config, learned["report"]
-    config = {"encoder": teacher.encoder.cfg.to_dict(), "compressor": compressor, "items": dict(items_config)}
-    student = build_model(config)
-    report = student.items.init_from_table(teacher.items.table().detach().cpu().float(), data.item_counts())
-    config["items"] = student.items.config()  # resolved defaults (ranks, block sizes) go into the checkpoint
-    student.encoder.load_state_dict(teacher.encoder.state_dict())
+def make_student(teacher: SessionRecommender, data: SessionData, compressor: str, options: dict,
+                 train_cfg: TrainConfig | None = None, log: Callable[[str], None] = print
+                 ) -> tuple[SessionRecommender, dict, dict]:
+    """A student with the teacher's encoder and an item representation fitted to the teacher's table
+    (``Compressor.fit``: learned codes, SVD fits, a copy, ...). ``options``: the compressor's options
+    (``Compressor.options``; absent or None: its defaults). Returns (model, model config, fitting report)."""
+    spec = compressors.get(compressor)
+    train_cfg = train_cfg or TrainConfig()
+    try:
+        items, report = spec.fit(teacher, data, spec.items_config(options), options, log=log, seed=train_cfg.seed,
+                                 device=train_cfg.device)
+    except ValueError as e:  # settings the table cannot take (a rank that is no multiple of t, ...)
+        raise UsageError(f"compressor {compressor}: {e}") from None
+    student, config = build_student(teacher, items, compressor)
     log(f"{compressor} item table fitted to the teacher's: {report}")
     return student, config, report
 
 
-def train_student(data: SessionData, teacher: SessionRecommender, teacher_info: dict, code_cfg,
+def train_student(data: SessionData, teacher: SessionRecommender, teacher_info: dict, options: dict | None,
                   train_cfg: TrainConfig, cfg: DistillConfig, *, compressor: str = "codes",
-                  items_config: dict | None = None, progress: Progress = no_progress,
+                  progress: Progress = no_progress,
                   log: Callable[[str], None] = print,
                   save: Callable[[Checkpoint], None] | None = None,
                   init: StudentStart | None = None) -> tuple[SessionRecommender, Checkpoint]:
     """Fit the student's item representation to the teacher, distil, and return the student with its
-    checkpoint (not yet saved). ``train_cfg.epochs == 0`` stops after the fit (no distillation).
-    ``init`` (from ``load_student``) continues distilling an existing student instead: no fit, its
+    checkpoint (not yet saved). ``options``: the compressor's options (``Compressor.options``; absent or
+    None: its defaults). ``train_cfg.epochs == 0`` stops after the fit (no distillation). ``init`` (from ``load_student``) continues distilling an existing student instead: no fit, its
     codes / representation, codebooks and encoder are the starting point.
 
     ``teacher_info`` is the teacher's provenance to record (checkpoint hash, data hash, metrics).
@@ -304,7 +293,7 @@ def train_student(data: SessionData, teacher: SessionRecommender, teacher_info: 
             raise UsageError(f"the student to continue has d={init.model.items.dim}, the teacher d={teacher.items.dim}")
         student, config, fit_report, init_info = init.model, init.config, init.fit_report, init.info
     else:
-        student, config, fit_report = make_student(teacher, data, compressor, items_config or {}, code_cfg, log=log)
+        student, config, fit_report = make_student(teacher, data, compressor, options or {}, train_cfg, log=log)
         init_info = None
     if train_cfg.epochs > 0:
         on_best = (lambda h: save(student_checkpoint(student, config, data, teacher_info, fit_report, train_cfg,
@@ -359,7 +348,7 @@ def check_same_split(ckpt: Checkpoint, data: SessionData, path) -> None:
 def load_teacher(path, data: SessionData) -> tuple[SessionRecommender, dict]:
     """A teacher checkpoint for ``data``: the model and the provenance a student records about it."""
     ckpt = checkpoint_for(path, data, "teacher",
-                          lambda c: c.kind == "teacher" and c.config.get("compressor", "none") == "none")
+                          lambda c: c.kind == "teacher" and c.config.get("compressor", compressors.UNCOMPRESSED) == compressors.UNCOMPRESSED)
     info = teacher_provenance(ckpt)
     info.update({"checkpoint": str(path), "checkpoint_sha256": file_sha256(path),
                  "same_data_as_student": ckpt.provenance.get("data_sha256") == data.data_sha256})

@@ -5,17 +5,17 @@ The graph, in order:
 1. clean the input: ids outside 1..N become padding (0); real items are moved to the right keeping
    their order (the encoder was trained on left-padded sessions); only the last ``max_len`` slots
    are kept, so over-long sessions keep their most recent items;
-2. item vectors: for codes, Σ_m codebook_m[code_m(id)] (a Gather of M small code rows and of the
-   M·K codewords); for a plain table, one Gather;
+2. item vectors, written by the compressor's head (``Compressor.head``: for codes, Σ_m
+   codebook_m[code_m(id)]; for a plain table, one Gather);
 3. the encoder, exported from PyTorch (dynamo) and simplified on its own;
-4. scoring: for codes, per-codebook score tables T = codebooks · s (B × M × K) and
-   score(v) = Σ_m T[m, code_m(v)] through one GatherElements; for a plain table, s · tableᵀ;
-   a model with a repeat bonus then adds each session slot's weight (by recency) to its item's score
-   (one ScatterElements, reduction add). TopK over items 1..N.
+4. scoring, also the head's: every item's score from the session vector (codes: per-codebook score
+   tables T = codebooks · s and score(v) = Σ_m T[m, code_m(v)]; a plain table: s · tableᵀ); a model
+   with a repeat bonus then adds each session slot's weight (by recency) to its item's score (one
+   ScatterElements, reduction add), and TopK over items 1..N (heads/tail.py).
 
-The codes stay uint8/uint16 in the file and in memory: they reach the Cast only after an Expand
-over the runtime batch size, so no constant folding (onnxruntime at load, onnxsim, the .ort
-converter) can turn them into an int64 table or rebuild the N×d item table.
+Each head keeps its representation compressed: every N-sized product takes the runtime session
+vector, so no constant folding (onnxruntime at load, onnxsim, the .ort converter) can rebuild the
+N×d item table.
 """
 
 from __future__ import annotations
@@ -37,12 +37,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import __version__
 from . import artifact as A
-from . import id_map
+from . import compressors, id_map
 from .errors import OdrecError, UsageError
 from .freeze import FrozenModel
 from .graph import Graph
-from .heads import HEADS
-from .heads.codes import codes_head, layout as codes_layout
 from .heads.tail import ScoringTail
 from .quantise import quantise_rows
 
@@ -193,40 +191,6 @@ def _clean_input(g: Graph, num_items: int, max_len: int) -> tuple[str, str]:
     return ids, mask
 
 
-def table_head(table: np.ndarray | onnx.TensorProto):
-    """A plain fp32 table (teacher, or bench's baseline): ``Gather`` for the session's items, ``Gemm`` for
-    the scores. ``table`` is (N+1) × d with row 0 = padding (the graph stores rows 1..N), or the N × d
-    initializer itself (bench's baseline, whose table can be too large for one protobuf)."""
-    def head(g: Graph, ids: str, ids_m1: str, mask: str, tail: ScoringTail) -> None:
-        if isinstance(table, onnx.TensorProto):
-            g.inits.append(table)
-        else:
-            g.const(A.ITEM_TABLE, np.ascontiguousarray(table[1:], dtype=np.float32))
-        vecs = g.op("Gather", [A.ITEM_TABLE, ids_m1], "item_vectors_raw", axis=0)
-        g.op("Mul", [vecs, mask], A.ENCODER_PREFIX + "item_vectors")
-        scores = g.op("Gemm", [A.ENCODER_PREFIX + "session", A.ITEM_TABLE], "item_scores", transB=1)
-        tail.batch(g, scores, A.OUTPUT_SCORES, A.OUTPUT_IDS)
-    return head
-
-
-def _factor_head(head_fn, frozen: FrozenModel, head_options: dict):
-    """A head of ``heads/`` that scores all N+1 columns (tt, stt, cprec): column 0 is sliced off."""
-    def head(g: Graph, ids: str, ids_m1: str, mask: str, tail: ScoringTail) -> None:
-        scores_all = head_fn(g, frozen.arrays, frozen.items_config, frozen.num_items, frozen.dim, ids, mask,
-                             **head_options)
-        g.const("col1", np.array([1], np.int64))
-        g.const("end_max", np.array([INT64_MAX], np.int64))
-        scores = g.op("Slice", [scores_all, "col1", "end_max", "axis1"], "item_scores")
-        tail.batch(g, scores, A.OUTPUT_SCORES, A.OUTPUT_IDS)
-    return head
-
-
-def _codes_head(frozen: FrozenModel, quant: str):
-    def head(g: Graph, ids: str, ids_m1: str, mask: str, tail: ScoringTail) -> None:
-        codes_head(g, frozen.codes, frozen.codebooks, quant, ids_m1, mask, tail)
-    return head
-
-
 def _repeat_updates(g: Graph, ids: str, mask: str, weights: np.ndarray) -> str:
     """B × L: each real slot's weight w[recency] (models/repeat.py), 0 at padding."""
     g.const(A.REPEAT_WEIGHTS, weights.astype(np.float32))
@@ -238,23 +202,15 @@ def _repeat_updates(g: Graph, ids: str, mask: str, weights: np.ndarray) -> str:
     return g.op("Mul", [real, per_slot], "repeat_updates")
 
 
-def assemble(frozen: FrozenModel, encoder: onnx.ModelProto, quant: str, top_k: int,
-             head_options: dict | None = None) -> onnx.ModelProto:
-    """One model: cleaned input → item vectors → encoder → scores → top-k.
-
-    ``head_options`` go to a factorised table's head (cprec: ``expand_top``)."""
+def assemble(frozen: FrozenModel, encoder: onnx.ModelProto, opts: BuildOptions) -> onnx.ModelProto:
+    """One model: cleaned input → item vectors → encoder → scores → top-k."""
     enc = encoder.graph
     nodes = list(enc.node)
     if enc.output[0].name != A.ENCODER_PREFIX + "session":
         nodes.append(helper.make_node("Identity", [enc.output[0].name], [A.ENCODER_PREFIX + "session"]))
-    if frozen.compressor == "codes":
-        head = _codes_head(frozen, quant)
-    elif frozen.compressor == "none":
-        head = table_head(frozen.table)
-    else:
-        head = _factor_head(HEADS[frozen.compressor], frozen, head_options or {})
-    return compose(frozen.num_items, frozen.max_len, head, nodes, list(enc.initializer), top_k,
-                   frozen.repeat_weights, cold_start(frozen.popular, min(top_k, frozen.num_items)))
+    head = compressors.get(frozen.compressor).head(frozen, opts)
+    return compose(frozen.num_items, frozen.max_len, head, nodes, list(enc.initializer), opts.top_k,
+                   frozen.repeat_weights, cold_start(frozen.popular, min(opts.top_k, frozen.num_items)))
 
 
 def cold_start(popular: dict | None, k: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -359,8 +315,7 @@ def prefix_model(model: onnx.ModelProto) -> onnx.ModelProto:
 def build_model(frozen: FrozenModel, opts: BuildOptions) -> tuple[onnx.ModelProto, list[str]]:
     """The complete, checked model and notes on each simplification pass."""
     encoder, enc_note = export_encoder(frozen, simplify=opts.simplify, quant=opts.encoder_quant)
-    head_options = {"expand_top": opts.expand_top} if frozen.compressor == "cprec" else {}
-    model = assemble(frozen, encoder, opts.quant, opts.top_k, head_options)
+    model = assemble(frozen, encoder, opts)
     notes = [enc_note]
     if opts.simplify:
         simplified, note = _simplify(model, "whole graph")
@@ -505,11 +460,13 @@ def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *
     ids_file, _ = id_map.choose_file(frozen.vocab, opts.id_map)
     if ids_file == A.ITEMS_FILE and any("\n" in r or "\r" in r for r in frozen.vocab):
         raise OdrecError(f"{ckpt}: a raw item id contains a line break; items.txt cannot hold it")
-    if frozen.compressor != "codes" and opts.quant != "fp32":
+    compressor = compressors.get(frozen.compressor)
+    if not compressor.quantises and opts.quant != "fp32":
         log(f"note: {frozen.compressor!r} checkpoint has no codebooks; --quant {opts.quant} applies to nothing "
             "(its item representation is exported in fp32)")
-    if opts.expand_top is not None and frozen.compressor != "cprec":
-        raise UsageError(f"--expand-top applies to cprec checkpoints, not {frozen.compressor!r}")
+    if opts.expand_top is not None and "expand_top" not in compressor.build_options:
+        readers = " or ".join(c.name for c in compressors.all_compressors().values() if "expand_top" in c.build_options)
+        raise UsageError(f"--expand-top applies to {readers} checkpoints, not {frozen.compressor!r}")
     if frozen.synthetic:
         log(f"note: {ckpt} is a {frozen.synthetic.get('note', 'synthetic catalogue')}; the manifest says so")
     log(f"exporting encoder and {frozen.compressor} item head ...")
@@ -532,7 +489,7 @@ def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *
                 return build_model(frozen, BuildOptions(quant="fp32", top_k=opts.top_k, simplify=opts.simplify,
                                                         expand_top=opts.expand_top))[0]
 
-            quantised = (frozen.compressor == "codes" and opts.quant != "fp32") or opts.encoder_quant != "fp32"
+            quantised = (compressor.quantises and opts.quant != "fp32") or opts.encoder_quant != "fp32"
             fp32 = build_fp32 if quantised else None
             manifest["evaluation"] = _eval_block(frozen, model, fp32, Path(eval_data), progress)
         A.write_manifest(tmp, manifest)
@@ -569,22 +526,8 @@ def _id_map_record(path: Path) -> dict:
 
 def _manifest(frozen: FrozenModel, model: onnx.ModelProto, opts: BuildOptions, notes: list[str], files: dict) -> dict:
     k = min(opts.top_k, frozen.num_items)
-    if frozen.compressor == "codes":
-        compressor = {"name": "codes", "M": frozen.m, "K": frozen.k, "d": frozen.dim,
-                      **codes_layout(frozen.m, frozen.k, frozen.num_items)}
-        quant = ({"scheme": "int8", "granularity": "per-row (per codeword) symmetric scale",
-                  "op": "Cast + Mul (folded by onnxruntime at load)", "encoder": "fp32"} if opts.quant == "int8"
-                 else {"scheme": "fp32", "encoder": "fp32"})
-    elif frozen.compressor == "none":
-        compressor = {"name": "none", "d": frozen.dim}
-        quant = {"scheme": "fp32", "encoder": "fp32"}
-    else:
-        compressor = {"name": frozen.compressor, "d": frozen.dim, **frozen.items_config,
-                      "arrays": {n: list(a.shape) for n, a in sorted(frozen.arrays.items())},
-                      "item_representation_bytes": int(sum(a.nbytes for a in frozen.arrays.values()))}
-        if frozen.compressor == "cprec":
-            compressor["expand_top"] = opts.expand_top
-        quant = {"scheme": "fp32", "encoder": "fp32"}
+    compressor = compressors.get(frozen.compressor)
+    quant = compressor.quantisation(opts)
     if opts.encoder_quant == "int8":
         quant["encoder"] = "int8 MatMul weights, per-output-column symmetric scale (DequantizeLinear); other weights fp32"
     elif opts.encoder_quant == "fp16":
@@ -594,7 +537,7 @@ def _manifest(frozen: FrozenModel, model: onnx.ModelProto, opts: BuildOptions, n
         "num_items": frozen.num_items, "top_k": k, "max_session_length": frozen.max_len,
         "inputs": A.INPUTS, "outputs": [dict(o, shape=["batch", k]) for o in A.OUTPUTS],
         "padding_index": 0,
-        "compressor": compressor, "quantisation": quant,
+        "compressor": compressor.manifest(frozen, opts), "quantisation": quant,
         "repeat_bonus": frozen.repeat_weights is not None,
         "cold_start": ("popular: a session with no known item returns the most clicked training items, "
                        "scored log(1 + clicks)" if any(i.name == A.POPULAR_IDS for i in model.graph.initializer)

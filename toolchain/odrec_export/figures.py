@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import compressors
 from .errors import UsageError
 
 FIGURE_SOURCES = {
@@ -55,8 +56,10 @@ def _read(path: Path) -> dict:
 
 def _label(a: dict) -> str:
     c = a["compressor"]
-    shape = {"codes": f"M={c.get('M')}, K={c.get('K')}, {a.get('quantisation')}", "stt": f"R={c.get('rank')}",
-             "tt": f"R={c.get('rank')}", "none": "fp32 table"}.get(c.get("name"), "")
+    known = compressors.all_compressors()
+    shape = known[c["name"]].describe(c) if c.get("name") in known else ""
+    if shape and known[c["name"]].quantises:
+        shape += f", {a.get('quantisation')}"
     return f"{a['label']} ({shape})" if shape else a["label"]
 
 

@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import parallel
+from . import compressors, parallel
 from .checkpoint import Checkpoint, file_sha256, load_checkpoint
 from .data import SessionData
 from .distill import check_no_full_table, check_same_split, check_vocabulary
@@ -90,7 +90,7 @@ def finetune(ckpt: Checkpoint, data: SessionData, cfg: TrainConfig, *, objective
 
     def checkpoint(history: dict, complete: bool) -> Checkpoint:
         state = model.state_dict()
-        if base.kind == "student" and base.config.get("compressor", "none") != "none":
+        if base.kind == "student" and not compressors.get(base.config.get("compressor", compressors.UNCOMPRESSED)).holds_full_table:
             check_no_full_table(state, model.num_items)
         run = {"objective": objective, "data_source": data.source, "data_sha256": data.data_sha256,
                "train": asdict(cfg), "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],

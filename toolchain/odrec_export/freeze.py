@@ -1,10 +1,9 @@
 """Checkpoint → frozen model: the fp32 encoder plus the item representation exactly as stored.
 
-A codes student freezes to its codes (M × (N+1), codebook-major, smallest unsigned type) and its
-codebooks (M × K × d); the N×d item table is never computed here. A teacher (compressor "none")
-freezes to its plain table. The other compressors (tt, stt, cprec) freeze to the named arrays their
-item table exports (cores, blocks), which their graph head in ``heads/`` reads. ``materialise``
-builds the N×d table on purpose, for the uncompressed baseline that bench compares against.
+Each compressor says what its table freezes to (``Compressor.arrays``: codes and codebooks, cores,
+blocks, or the teacher's plain table), and its ONNX head reads those arrays; a compressed table's
+N×d item table is never computed here. ``materialise`` builds it on purpose, for the uncompressed
+baseline that ``size-report --baseline`` compares against.
 """
 
 from __future__ import annotations
@@ -16,11 +15,10 @@ import numpy as np
 import torch
 
 from . import artifact as A
+from . import compressors
 from .checkpoint import load_checkpoint, file_sha256
 from .errors import CheckpointError
 from .models.encoder import SessionEncoder
-
-FREEZABLE = ("codes", "none", "tt", "stt", "cprec")
 
 
 @dataclass
@@ -29,25 +27,15 @@ class FrozenModel:
     num_items: int
     dim: int
     max_len: int
-    compressor: str  # one of FREEZABLE
+    compressor: str  # its name, one of compressors.names()
     vocab: list[str]
     checkpoint_sha256: str
-    codes: np.ndarray | None = None  # M × (N+1) uint8/uint16, column 0 = padding
-    codebooks: np.ndarray | None = None  # M × K × d float32
-    table: np.ndarray | None = None  # (N+1) × d float32, row 0 = padding (teacher / baseline only)
-    arrays: dict[str, np.ndarray] | None = None  # tt / stt / cprec: the stored factors, by initializer name
+    arrays: dict[str, np.ndarray]  # the item representation as the compressor stores it (Compressor.arrays)
+    items: torch.nn.Module  # the item table itself, eval mode (materialise)
     items_config: dict | None = None  # the checkpoint's config["items"]
     repeat_weights: np.ndarray | None = None  # max_len fp32, by recency (models with a repeat bonus)
     synthetic: dict | None = None  # provenance of a synth-catalogue checkpoint: not a real catalogue
     popular: dict | None = None  # {"ids", "clicks"}: most clicked training items, most first (data.popular_items)
-
-    @property
-    def m(self) -> int:
-        return int(self.codebooks.shape[0])
-
-    @property
-    def k(self) -> int:
-        return int(self.codebooks.shape[1])
 
 
 def freeze(path: str | Path) -> FrozenModel:
@@ -56,28 +44,20 @@ def freeze(path: str | Path) -> FrozenModel:
 
     path = Path(path)
     ckpt = load_checkpoint(path)
-    compressor = ckpt.config.get("compressor", "none") if isinstance(ckpt.config, dict) else None
-    if compressor not in FREEZABLE:
-        raise CheckpointError(f"{path}: cannot export compressor {compressor!r} (supported: {', '.join(FREEZABLE)})")
+    name = ckpt.config.get("compressor", compressors.UNCOMPRESSED) if isinstance(ckpt.config, dict) else None
+    if name not in compressors.names():
+        raise CheckpointError(f"{path}: cannot export compressor {name!r} (supported: {', '.join(compressors.names())})")
     model = model_from_checkpoint(ckpt, str(path))
     cfg = model.encoder.cfg
-    frozen = FrozenModel(encoder=model.encoder.float().eval(), num_items=model.num_items, dim=cfg.dim,
-                         max_len=cfg.max_len, compressor=compressor, vocab=list(ckpt.vocab),
-                         checkpoint_sha256=file_sha256(path), items_config=dict(ckpt.config.get("items") or {}),
-                         synthetic=ckpt.provenance.get("synthetic"),
-                         popular=checked_popular(ckpt.provenance.get("popular_items"), model.num_items, path))
     with torch.no_grad():
-        if model.repeat is not None:
-            frozen.repeat_weights = model.repeat.weights.detach().float().numpy().copy()
-        if compressor not in ("codes", "none"):
-            frozen.arrays = {name: np.ascontiguousarray(a) for name, a in model.items.export_arrays().items()}
-        elif compressor == "codes":
-            codes = model.items.codes.t().contiguous()  # M × (N+1)
-            frozen.codes = codes.numpy().copy()
-            frozen.codebooks = model.items.codebooks.detach().float().numpy().copy()
-        else:
-            frozen.table = model.items.export_arrays()[A.ITEM_TABLE]
-    return frozen
+        arrays = compressors.get(name).arrays(model.items.eval())
+        repeat = model.repeat.weights.detach().float().numpy().copy() if model.repeat is not None else None
+    return FrozenModel(encoder=model.encoder.float().eval(), num_items=model.num_items, dim=cfg.dim,
+                       max_len=cfg.max_len, compressor=name, vocab=list(ckpt.vocab),
+                       checkpoint_sha256=file_sha256(path), arrays=arrays, items=model.items,
+                       items_config=dict(ckpt.config.get("items") or {}), repeat_weights=repeat,
+                       synthetic=ckpt.provenance.get("synthetic"),
+                       popular=checked_popular(ckpt.provenance.get("popular_items"), model.num_items, path))
 
 
 def checked_popular(popular, num_items: int, source) -> dict | None:
@@ -103,13 +83,11 @@ def popular_from_data(data: str | Path, ckpt_path: str | Path, vocab: list[str])
     return sessions.popular_items()
 
 
-def materialise(frozen: FrozenModel, codebooks: np.ndarray | None = None) -> FrozenModel:
-    """The same model with its fp32 (N+1)×d table built from codes (for the baseline graph)."""
-    if frozen.table is not None:
+def materialise(frozen: FrozenModel) -> FrozenModel:
+    """The same model with an uncompressed fp32 (N+1)×d table (for the baseline graph)."""
+    if compressors.get(frozen.compressor).holds_full_table:
         return frozen
-    books = frozen.codebooks if codebooks is None else codebooks
-    table = np.zeros((frozen.num_items + 1, frozen.dim), dtype=np.float32)
-    for m in range(books.shape[0]):
-        table += books[m][frozen.codes[m].astype(np.int64)]
+    with torch.no_grad():
+        table = frozen.items.table().detach().float().numpy().copy()
     table[0] = 0.0
-    return replace(frozen, compressor="none", table=table, codes=None, codebooks=None)
+    return replace(frozen, compressor=compressors.UNCOMPRESSED, arrays={A.ITEM_TABLE: table}, items_config={})

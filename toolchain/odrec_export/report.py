@@ -17,12 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from . import artifact as A
+from . import compressors
 from .errors import OdrecError, UsageError
 
-PARTS = ("encoder weights", "codebooks", "codes", "scales", "item table (fp32)", "item factors",
-         "repeat bonus", "popular items", "graph overhead", "item ids", "manifest.json")
-ITEM_PARTS = ("codebooks", "codes", "scales", "item table (fp32)", "item factors")
-FACTOR_PREFIXES = ("tt/", "stt/", "cprec/")  # tensor-train cores, CpRec blocks (heads/)
+
+def item_parts() -> tuple[str, ...]:
+    """The item representation's size-report parts: every compressor's (``Compressor.parts``), in order."""
+    return tuple(dict.fromkeys(p for c in compressors.all_compressors().values() for p in c.parts))
+
+
+ITEM_PARTS = item_parts()
+PARTS = ("encoder weights", *ITEM_PARTS, "repeat bonus", "popular items", "graph overhead", "item ids", "manifest.json")
 
 
 # --------------------------------------------------------------------------- size-report
@@ -39,13 +44,10 @@ def part_sizes(folder: Path, model) -> dict[str, int]:
     is not a weight (nodes, names, small constants, protobuf framing); "item ids" is the id map
     (items.txt or items.bin)."""
     inits = _initializer_bytes(model)
-    named = {"codebooks": A.CODEBOOKS, "codes": A.CODES, "scales": A.CODEBOOK_SCALES,
-             "item table (fp32)": A.ITEM_TABLE, "repeat bonus": A.REPEAT_WEIGHTS}
     parts = {p: 0 for p in PARTS}
-    for part, name in named.items():
-        parts[part] = inits.get(name, 0)
+    parts.update(_compressor(A.read_manifest(folder)).part_bytes(inits))
+    parts["repeat bonus"] = inits.get(A.REPEAT_WEIGHTS, 0)
     parts["encoder weights"] = sum(b for n, b in inits.items() if n.startswith(A.ENCODER_PREFIX))
-    parts["item factors"] = sum(b for n, b in inits.items() if n.startswith(FACTOR_PREFIXES))
     parts["popular items"] = inits.get(A.POPULAR_IDS, 0) + inits.get(A.POPULAR_SCORES, 0)
     model_bytes = (folder / A.MODEL_FILE).stat().st_size
     parts["graph overhead"] = (model_bytes - parts["encoder weights"] - parts["repeat bonus"] - parts["popular items"]
@@ -53,6 +55,14 @@ def part_sizes(folder: Path, model) -> dict[str, int]:
     parts["item ids"] = (folder / A.id_map_file(A.read_manifest(folder))).stat().st_size
     parts["manifest.json"] = (folder / A.MANIFEST_FILE).stat().st_size
     return parts
+
+
+def _compressor(manifest: dict) -> compressors.Compressor:
+    name = (manifest.get("compressor") or {}).get("name")
+    try:
+        return compressors.get(name)
+    except UsageError:
+        raise OdrecError(f"{A.MANIFEST_FILE}: unknown compressor {name!r}") from None
 
 
 def size_report(folder: str | Path, baseline_ckpt: str | Path | None = None, measure_rss: bool = True) -> dict:
@@ -104,7 +114,7 @@ def _encoder_fp32_bytes(model) -> int:
 
 
 def _baseline_from_checkpoint(ckpt, manifest: dict):
-    from .export import assemble, export_encoder
+    from .export import BuildOptions, assemble, export_encoder
     from .freeze import freeze, materialise
 
     frozen = freeze(ckpt)
@@ -112,7 +122,7 @@ def _baseline_from_checkpoint(ckpt, manifest: dict):
         raise OdrecError(f"{ckpt}: not the checkpoint this artifact was built from (sha256 differs)")
     base = materialise(frozen)
     encoder, _ = export_encoder(base)
-    return assemble(base, encoder, "fp32", manifest["top_k"])
+    return assemble(base, encoder, BuildOptions(quant="fp32", top_k=manifest["top_k"]))
 
 
 def format_size_report(r: dict) -> str:
@@ -208,31 +218,11 @@ def probe_memory(model_path: str | Path, num_items: int, threads: int = 1, runs:
 
 
 def item_table_rows(model, manifest: dict, chunk: int = 1 << 16):
-    """The fp32 rows (items 1..N, in order) that the artifact's codes and dequantised codebooks stand
-    for, or its plain table, in chunks of ``chunk`` items: the full table is never held twice."""
-    from onnx import numpy_helper
-
-    from .heads.codes import ungroup_codes
-
+    """The fp32 rows (items 1..N, in order) that the artifact's item representation stands for (codes
+    through their dequantised codebooks, or a plain table), in chunks of ``chunk`` items: the full
+    table is never held twice."""
     inits = {i.name: i for i in model.graph.initializer}
-    if A.ITEM_TABLE in inits:
-        rows = numpy_helper.to_array(inits[A.ITEM_TABLE]).astype(np.float32)
-        for start in range(0, len(rows), chunk):
-            yield rows[start:start + chunk]
-        return
-    if A.CODES not in inits or A.CODEBOOKS not in inits:
-        raise OdrecError("model.onnx holds neither an item table nor codes and codebooks")
-    books = numpy_helper.to_array(inits[A.CODEBOOKS]).astype(np.float32)  # (M·K) × d
-    if A.CODEBOOK_SCALES in inits:
-        books = books * numpy_helper.to_array(inits[A.CODEBOOK_SCALES])[:, None]
-    m, k = manifest["compressor"]["M"], manifest["compressor"]["K"]
-    grouped = numpy_helper.to_array(inits[A.CODES])
-    for start in range(0, grouped.shape[1], chunk):
-        codes = ungroup_codes(grouped[:, start:start + chunk], m, k)  # M × chunk
-        rows = books[codes[0]].copy()
-        for i in range(1, m):
-            rows += books[i * k + codes[i]]
-        yield rows
+    yield from _compressor(manifest).decoded_rows(inits, manifest, chunk)
 
 
 def decode_item_table(model, manifest: dict) -> np.ndarray:
@@ -250,12 +240,9 @@ def baseline_graph(folder: Path, manifest: dict, table_file: Path | None = None)
     import onnx
     from onnx import TensorProto, numpy_helper
 
-    from .export import compose, encoder_part, table_head
+    from .compressors.full_table import table_head
+    from .export import compose, encoder_part
 
-    name = (manifest.get("compressor") or {}).get("name")
-    if name not in ("codes", "none"):
-        raise UsageError(f"{folder}: bench builds its fp32-table baseline from codes or a table, and this {name} "
-                         "artifact has neither; compare it with other artifacts: bench --compare DIR1 DIR2 ...")
     model = onnx.load(str(folder / A.MODEL_FILE), load_external_data=False)
     nodes, inits = encoder_part(model)
     weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer

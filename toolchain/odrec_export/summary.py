@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from . import artifact as A
+from . import compressors
 from .report import ITEM_PARTS, part_sizes
 
 
@@ -22,7 +23,8 @@ def summary(folder: str | Path, verify_record: str | Path | None = None) -> str:
     n, d = manifest["num_items"], manifest["compressor"]["d"]
     table = (n + 1) * d * 4
     comp = manifest["compressor"]
-    lines = [f"artifact: {folder}  ({comp['name']}" + (f", M={comp['M']} K={comp['K']}" if "M" in comp else "")
+    shape = compressors.get(comp["name"]).describe(comp)
+    lines = [f"artifact: {folder}  ({comp['name']}" + (f", {shape}" if shape else "")
              + f", {n:,} items, top {manifest['top_k']})"
              + ("  SYNTHETIC catalogue" if manifest.get("synthetic") else ""),
              "  files: " + ", ".join(f"{name} {info['bytes']:,} B" for name, info in sorted(manifest["files"].items())),

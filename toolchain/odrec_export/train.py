@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import parallel
+from . import compressors, parallel
 from .checkpoint import Checkpoint
 from .data import SessionData, pad_batch
 from .errors import UsageError
@@ -321,10 +321,10 @@ def train_teacher(data: SessionData, enc: dict, cfg: TrainConfig, *, progress: P
     torch.manual_seed(cfg.seed)
     if init is not None:
         model, init_info = init
-        model_config = {"encoder": model.encoder.cfg.to_dict(), "compressor": "none", "items": {}}
+        model_config = {"encoder": model.encoder.cfg.to_dict(), "compressor": compressors.UNCOMPRESSED, "items": {}}
     else:
         model_config = {"encoder": EncoderConfig(num_items=data.num_items, **enc).to_dict(),
-                        "compressor": "none", "items": {}}
+                        "compressor": compressors.UNCOMPRESSED, "items": {}}
         model, init_info = build_model(model_config), None
     t0 = time.time()
 

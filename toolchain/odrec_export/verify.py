@@ -18,7 +18,6 @@ Inputs: real sessions (from ``--data``, or sampled from the id map) plus edge ca
 
 from __future__ import annotations
 
-import functools
 import platform
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import artifact as A
+from . import compressors
 from .errors import OdrecError
 
 SCORE_RTOL = 1e-4
@@ -203,7 +203,7 @@ def check_integrity(folder: Path) -> tuple[Check, dict | None, object, list[str]
 
 
 def _check_graph(check: Check, model, manifest: dict) -> None:
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if not A.MIN_OPSET <= (opset or 0) <= A.MAX_OPSET:
@@ -240,31 +240,16 @@ def _check_graph(check: Check, model, manifest: dict) -> None:
         check.fail(f"{A.MODEL_FILE}: input axes must be dynamic, got {[d.dim_value or d.dim_param for d in seq]}")
 
     inits = {t.name: t for t in model.graph.initializer}
-    num_items, top_k = manifest.get("num_items"), manifest.get("top_k")
+    top_k = manifest.get("top_k")
     k_dim = model.graph.output[0].type.tensor_type.shape.dim if model.graph.output else []
     if len(k_dim) == 2 and k_dim[1].dim_value and k_dim[1].dim_value != top_k:
         check.fail(f"{A.MODEL_FILE}: outputs give top {k_dim[1].dim_value}, manifest top_k is {top_k}")
-    if A.CODES in inits:
-        codes_shape = tuple(inits[A.CODES].dims)
-        if isinstance(num_items, int) and codes_shape[1:] != (num_items,):
-            check.fail(f"{A.MODEL_FILE}: codes cover {codes_shape[1:]} items, manifest num_items is {num_items}")
-        books = numpy_helper.to_array(inits[A.CODEBOOKS]) if A.CODEBOOKS in inits else None
-        quant = quant_scheme(manifest)
-        comp = manifest.get("compressor") if isinstance(manifest.get("compressor"), dict) else {}
-        if quant not in A.QUANT_SCHEMES:
-            check.fail(f"{A.MANIFEST_FILE}: quantisation scheme {quant!r} is not one of {', '.join(A.QUANT_SCHEMES)}")
-        if books is None:
-            check.fail(f"{A.MODEL_FILE}: no '{A.CODEBOOKS}' initializer next to the codes")
-        elif {"M", "K", "d"} <= comp.keys() and (codes_shape[0] * comp.get("codebooks_per_index", 1), books.shape) \
-                != (comp["M"], (comp["M"] * comp["K"], comp["d"])):
-            check.fail(f"{A.MODEL_FILE}: codes/codebooks shapes {codes_shape}/{books.shape} differ from manifest "
-                       f"compressor M={comp['M']} K={comp['K']} d={comp['d']}")
-        elif quant == "int8" and (books.dtype != np.int8 or A.CODEBOOK_SCALES not in inits):
-            check.fail(f"{A.MODEL_FILE}: manifest quantisation int8 but codebooks are {books.dtype}")
-        elif quant == "fp32" and books.dtype != np.float32:
-            check.fail(f"{A.MODEL_FILE}: manifest quantisation fp32 but codebooks are {books.dtype}")
-    elif A.ITEM_TABLE in inits and isinstance(num_items, int) and inits[A.ITEM_TABLE].dims[0] != num_items:
-        check.fail(f"{A.MODEL_FILE}: item table has {inits[A.ITEM_TABLE].dims[0]} rows, manifest num_items is {num_items}")
+    name = (manifest.get("compressor") or {}).get("name") if isinstance(manifest.get("compressor"), dict) else None
+    if name in compressors.names():
+        for problem in compressors.get(name).check_graph(inits, manifest):
+            check.fail(problem)
+    else:
+        check.fail(f"{A.MANIFEST_FILE}: unknown compressor {name!r} (known: {', '.join(compressors.names())})")
     try:
         _session(model.SerializeToString())
     except Exception as e:
@@ -529,18 +514,12 @@ def reference_outputs(ckpt_path: Path, manifest: dict, items: list[str], cases: 
         raise ReferenceMismatch(f"{name}: {where} does not match the checkpoint's vocabulary "
                              f"({items[bad] if bad < len(items) else 'missing'!r} vs "
                              f"{str(ckpt.vocab[bad]) if bad < len(ckpt.vocab) else 'missing'!r})")
-    quant = quant_scheme(manifest) or "fp32"
-    if hasattr(model.items, "codebooks") and quant != "fp32":
-        with torch.no_grad():
-            model.items.codebooks.copy_(quantised_codebooks(model.items.codebooks.detach(), quant))
+    compressors.get(ckpt.config.get("compressor", compressors.UNCOMPRESSED)).match_artifact(model.items, manifest, quantised_rows)
     encoder_quant = str((manifest.get("quantisation") or {}).get("encoder", "fp32"))
     if encoder_quant.startswith("int8"):
         _quantise_encoder_like_graph(model.encoder, graph)
     elif encoder_quant.startswith("fp16"):
         _round_encoder_like_graph(model.encoder, graph)
-    expand_top = (manifest.get("compressor") or {}).get("expand_top")
-    if expand_top is not None:  # CpRec's approximate output: the reference takes the same shortcut
-        model.items.score = functools.partial(model.items.score, expand_top=int(expand_top))
     n, max_len, k = model.num_items, model.encoder.cfg.max_len, min(int(manifest["top_k"]), model.num_items)
     popular = _popular_answer(ckpt.provenance.get("popular_items"), graph, k)
     out = []
@@ -628,17 +607,16 @@ def _round_encoder_like_graph(encoder, graph) -> None:
                                 f"layer of the checkpoint ({matched}/{len(stored)} matched)")
 
 
-def quantised_codebooks(books, quant: str):
-    """The codebooks (M × K × d tensor) after the exporter's quantisation round trip."""
+def quantised_rows(rows, quant: str):
+    """Rows (a rows × d tensor, e.g. codebooks) after the artifact's quantisation round trip."""
     import torch
 
     from .quantise import quantise_rows
 
     if quant != "int8":
         raise VerifyInputError(f"manifest quantisation {quant!r}: verify knows int8 and fp32")
-    m, k, d = books.shape
-    q, scale = quantise_rows(books.reshape(m * k, d).float().numpy())
-    return torch.from_numpy((q.astype(np.float32) * scale[:, None]).reshape(m, k, d))
+    q, scale = quantise_rows(rows.float().numpy())
+    return torch.from_numpy(q.astype(np.float32) * scale[:, None])
 
 
 # --------------------------------------------------------------------------- the whole verification

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .encoder import SessionEncoder
-from .item_tables import ItemTable
+from ..compressors.base import ItemTable
 from .repeat import RepeatBonus
 
 

@@ -1,41 +1,27 @@
 """Build a recommender from a plain config dict, and from a checkpoint.
 
 A model config is ``{"encoder": {...EncoderConfig...}, "compressor": NAME, "items": {...}}``, plus
-``"repeat_bonus": true`` for a model with a fitted repeat bonus (models/repeat.py); each compressor
-registers a constructor ``(num_items, dim, **items_config) -> ItemTable``.
+``"repeat_bonus": true`` for a model with a fitted repeat bonus (models/repeat.py); NAME is one of
+``compressors.names()``, whose table is built from ``config["items"]``.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
+from .. import compressors
 from ..checkpoint import Checkpoint
 from ..errors import CheckpointError, UsageError
-from .codes import CodesItemTable
-from .cprec import BlockItemTable
 from .encoder import EncoderConfig, SessionEncoder
-from .item_tables import FullItemTable, ItemTable
 from .recommender import SessionRecommender
 from .repeat import CONFIG_KEY as REPEAT_KEY, RepeatBonus
-from .tensor_train import STTItemTable, TTItemTable
-
-ITEM_TABLES: dict[str, Callable[..., ItemTable]] = {"none": FullItemTable, "codes": CodesItemTable,
-                                                    "tt": TTItemTable, "stt": STTItemTable, "cprec": BlockItemTable}
-
-
-def register_item_table(name: str, constructor: Callable[..., ItemTable]) -> None:
-    ITEM_TABLES[name] = constructor
 
 
 def build_model(config: dict) -> SessionRecommender:
     enc = EncoderConfig(**config["encoder"])
-    name = config.get("compressor", "none")
-    if name not in ITEM_TABLES:
-        raise UsageError(f"unknown compressor '{name}' (known: {', '.join(sorted(ITEM_TABLES))})")
+    compressor = compressors.get(config.get("compressor", compressors.UNCOMPRESSED))
     try:
-        items = ITEM_TABLES[name](enc.num_items, enc.dim, **config.get("items", {}))
+        items = compressor.table(enc.num_items, enc.dim, config.get("items", {}))
     except ValueError as e:  # settings the table cannot take (a rank that is no multiple of t, ...)
-        raise UsageError(f"compressor {name}: {e}") from None
+        raise UsageError(f"compressor {compressor.name}: {e}") from None
     repeat = RepeatBonus(enc.max_len) if config.get(REPEAT_KEY) else None
     return SessionRecommender(items, SessionEncoder(enc), repeat)
 
