@@ -12,9 +12,10 @@ from typing import Optional
 import typer
 
 from . import __version__, pipeline
-from .cli_options import (CKPT, CLICK_LOG, DATA, DEVICE, DISTILLATION, FINETUNE_TRAINING, INIT, ITEMS, MODEL, NPROC,
+from .cli_options import (BENCH, BUILD, CKPT, CLICK_LOG, DATA, DEVICE, DISTILLATION, FINETUNE_TRAINING, INIT, ITEMS, MODEL, NPROC,
                           SCALE, SPLIT, STUDENT, TRAIN_FIELDS, TRAINING, VALID, Opt, choice, command_options,
-                          default_of, existing, library_defaults, opt, pick)
+                          SYNTH_CATALOGUE, SYNTH_DATA, VERIFY, default_of, existing, library_defaults,
+                          opt, pick)
 from .errors import OdrecError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
@@ -186,12 +187,12 @@ def verify(
     data: Optional[Path] = typer.Option(None, "--data", **existing("--data", "file or directory"), help="Real sessions (folder or click log); "
                                         "default: sessions sampled from the artifact's items."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object, a field per check and platform."),
-    arm: bool = typer.Option(True, "--arm/--no-arm", metavar="", help="Also run onnxruntime aarch64 under qemu."),
+    arm: bool = typer.Option(VERIFY["arm"], "--arm/--no-arm", metavar="", help="Also run onnxruntime aarch64 under qemu."),
     arm_cache: Optional[Path] = typer.Option(None, "--arm-cache", help="ARM64 runtime cache dir "
                                              "(default: ~/.cache/odrec-export/arm64-ort-<ort>-<numpy>)."),
     arm_cpu: Optional[list[str]] = typer.Option(None, "--arm-cpu", help="ARM CPU model, repeatable "
                                                 "(default: cortex-a72 and neoverse-n1)."),
-    sessions: int = typer.Option(200, min=1, help="How many real (or sampled) sessions to compare."),
+    sessions: int = typer.Option(VERIFY["sessions"], min=1, help="How many real (or sampled) sessions to compare."),
     record: Optional[Path] = typer.Option(None, "--record", help="Also write the report as JSON to this file."),
 ):
     """Check an artifact: integrity, PyTorch reference parity, and parity on ARM64 (exit 0/1/2)."""
@@ -229,38 +230,29 @@ def build(
     ckpt: Path = typer.Option(..., "--ckpt", **existing("--ckpt", CKPT),
                               help="Student (codes, tt, stt, cprec) or teacher (none) checkpoint."),
     out: Path = typer.Option(..., "--out", help="Artifact directory to write (atomically)."),
-    quant: str = typer.Option("int8", **choice("--quant", "int8", "fp32"), help="Codebook quantisation: int8 "
+    quant: str = typer.Option(BUILD["quant"], **choice("--quant", "int8", "fp32"), help="Codebook quantisation: int8 "
                               "(per-row scale) or fp32 (int4 is refused: plain 4-bit rounding loses too much)."),
-    encoder_quant: str = typer.Option("fp16", "--encoder-quant", **choice("--encoder-quant", "fp32", "fp16", "int8"), help="Encoder MatMul weights: fp16 (default: half the bytes, fp32 arithmetic, verify holds it to fp32's tolerance), fp32, or int8 (per-column scale; onnxruntime's MatMulNBits fusion then also quantises activations)."),
-    top_k: int = typer.Option(20, "--top-k", help="How many items the graph returns."),
-    ort_format: bool = typer.Option(False, "--ort", metavar="", help="Also write model.ort (onnxruntime mobile format)."),
-    simplify: bool = typer.Option(True, "--simplify/--no-simplify", metavar="", help="Run onnxsim (kept only when it does not grow the file)."),
+    encoder_quant: str = typer.Option(BUILD["encoder_quant"], "--encoder-quant", **choice("--encoder-quant", "fp32", "fp16", "int8"), help="Encoder MatMul weights: fp16 (default: half the bytes, fp32 arithmetic, verify holds it to fp32's tolerance), fp32, or int8 (per-column scale; onnxruntime's MatMulNBits fusion then also quantises activations)."),
+    top_k: int = typer.Option(BUILD["top_k"], "--top-k", help="How many items the graph returns."),
+    ort_format: bool = typer.Option(BUILD["ort"], "--ort", metavar="", help="Also write model.ort (onnxruntime mobile format)."),
+    simplify: bool = typer.Option(BUILD["simplify"], "--simplify/--no-simplify", metavar="", help="Run onnxsim (kept only when it does not grow the file)."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", **existing("--eval-data", "file or directory"), help="Evaluate the built graph on this data's test samples."),
     force: bool = typer.Option(False, "--force", metavar="", help="Replace a non-empty --out directory."),
-    expand_top: Optional[int] = typer.Option(None, "--expand-top", help="cprec: expand only the tail blocks whose "
+    expand_top: Optional[int] = typer.Option(BUILD["expand_top"], "--expand-top", help="cprec: expand only the tail blocks whose "
                                              "cluster is in the head's top-k (CpRec's fast, approximate output)."),
-    popular_from: Optional[Path] = typer.Option(None, "--popular-from", **existing("--popular-from", "file or directory"),
+    popular_from: Optional[Path] = typer.Option(BUILD["popular_from"], "--popular-from", **existing("--popular-from", "file or directory"),
                                                 help="Count the popular items a session with no known item gets in this "
                                                 "data's training sessions (for checkpoints that do not record them)."),
-    id_map: str = typer.Option("auto", "--id-map", **choice("--id-map", "auto", "binary", "text"), help="Item ids: binary (items.bin, 1-3 bytes an id; integer ids "
+    id_map: str = typer.Option(BUILD["id_map"], "--id-map", **choice("--id-map", "auto", "binary", "text"), help="Item ids: binary (items.bin, 1-3 bytes an id; integer ids "
                                "only), text (items.txt, any ids) or auto (binary when every id is an integer)."),
 ):
     """Freeze a checkpoint into an ONNX artifact: model.onnx, items.bin or items.txt, manifest.json [, model.ort]."""
     from .export import BuildOptions, build as run_build
-    from .metrics import format_table
 
     opts = BuildOptions(quant=quant, top_k=top_k, ort=ort_format, simplify=simplify, encoder_quant=encoder_quant,
                         expand_top=expand_top, id_map=id_map, popular_from=popular_from)
     manifest = run_build(ckpt, out, opts, force=force, eval_data=eval_data, log=typer.echo, progress=_rich_progress)
-    for name, info in manifest["files"].items():
-        typer.echo(f"{name:<12} {info['bytes']:>12,} bytes  sha256 {info['sha256'][:16]}…")
-    ev = manifest.get("evaluation")
-    if ev:
-        ks = [k for k in (5, 10, 20) if f"HR@{k}" in ev["metrics"]]
-        typer.echo(f"artifact ({manifest['quantisation']['scheme']}) through onnxruntime:\n" + format_table(ev["metrics"], ks))
-        if "quantised_minus_fp32_points" in ev:
-            d = ev["quantised_minus_fp32_points"]
-            typer.echo(f"quantised - fp32: HR@10 {d.get('HR@10', 0):+.2f} NDCG@10 {d.get('NDCG@10', 0):+.2f} points")
+    typer.echo(pipeline.format_build(manifest))
     typer.echo(f"wrote {out}")
 
 
@@ -287,30 +279,14 @@ def bench(
     compare: bool = typer.Option(False, "--compare", metavar="", help="Compare the artifacts side by side instead (bytes, "
                                  "item representation, recorded HR/NDCG@10, latency, memory; interleaved runs)."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object."),
-    runs: int = typer.Option(300, min=5, help="Timed runs per model and setting (after warm-up)."),
-    warmup: int = typer.Option(30, min=1, help="Untimed runs first."),
+    runs: int = typer.Option(BENCH["runs"], min=5, help="Timed runs per model and setting (after warm-up)."),
+    warmup: int = typer.Option(BENCH["warmup"], min=1, help="Untimed runs first."),
     quick: bool = typer.Option(False, "--quick", metavar="", help="60 runs, 10 warm-up, 30 inferences for memory."),
 ):
     """Latency and memory of the artifact vs the same model with an fp32 N×d table (onnxruntime CPU);
     with --compare, of several artifacts against the first."""
-    from .errors import UsageError
-
-    memory_runs = 30 if quick else 100
-    if quick:
-        runs, warmup = 60, 10
-    if compare:
-        from .compare import compare as run_compare, format_compare
-
-        r = run_compare(folders, runs=runs, warmup=warmup, memory_runs=memory_runs)
-        typer.echo(json.dumps(r, sort_keys=True) if as_json else format_compare(r))
-        return
-    if len(folders) != 1:
-        raise UsageError(f"bench takes one artifact directory, got {len(folders)} "
-                         "(use --compare DIR1 DIR2 ... to compare artifacts)")
-    from .report import bench as run_bench, format_bench
-
-    r = run_bench(folders[0], runs=runs, warmup=warmup, memory_runs=memory_runs)
-    typer.echo(json.dumps(r, sort_keys=True) if as_json else format_bench(r))
+    r = pipeline.bench(folders, compare=compare, runs=runs, warmup=warmup, quick=quick)
+    typer.echo(json.dumps(r, sort_keys=True) if as_json else pipeline.format_bench(r, compare=compare))
 
 
 @app.command("synth-data")
@@ -319,8 +295,8 @@ def synth_data_cmd(
     items: int = typer.Option(..., "--items", help="Catalogue size N."),
     sessions: int = typer.Option(..., "--sessions", help="Number of sessions (the last --test-fraction are the test set)."),
     out: Path = typer.Option(..., "--out", help="Folder to write (train_sessions.txt, test_samples.txt, README.txt)."),
-    seed: int = typer.Option(0, help="Random seed."),
-    test_fraction: float = typer.Option(0.1, "--test-fraction", help="Share of the (latest) sessions held out as test."),
+    seed: int = typer.Option(SYNTH_DATA["seed"], help="Random seed."),
+    test_fraction: float = typer.Option(SYNTH_DATA["test_fraction"], "--test-fraction", help="Share of the (latest) sessions held out as test."),
 ):
     """A SYNTHETIC session folder in the usual format: power-law popularity, sessions that follow latent
     interests, a time-ordered test split. For measuring training at scale, not recommendation quality."""
@@ -336,7 +312,7 @@ def synth_catalogue_cmd(
     like: Path = typer.Option(..., "--like", **existing("--like", CKPT), help="Codes student whose encoder, codebooks and repeat bonus to copy."),
     items: int = typer.Option(..., "--items", help="Number of items in the synthetic catalogue."),
     out: Path = typer.Option(..., "--out", help="Checkpoint to write."),
-    seed: int = typer.Option(0, help="Seed for the random codes and ids."),
+    seed: int = typer.Option(SYNTH_CATALOGUE["seed"], help="Seed for the random codes and ids."),
 ):
     """A checkpoint like --like with N items of random codes, labelled SYNTHETIC: for measuring how an
     artifact scales with the catalogue (build, verify, bench), not for recommending."""

@@ -67,6 +67,10 @@ CODE_LEARNING = library_defaults("code_learning", "CodeLearningConfig")
 PROTOCOL = library_defaults("data", "ClickLogProtocol")
 BUILD = library_defaults("export", "BuildOptions")
 FINETUNE = {**TRAIN, **pipeline.FINETUNE_TRAINING}
+VERIFY = library_defaults("verify", "verify")
+BENCH = library_defaults("report", "bench")
+SYNTH_DATA = library_defaults("synthetic", "write_synthetic")
+SYNTH_CATALOGUE = library_defaults("synth_catalogue", "synth_catalogue")
 
 
 # --------------------------------------------------------------------------- parse-time checks

@@ -251,3 +251,58 @@ def finetune(ckpt, data, out, *, objective: str = "new", config=None, protocol=N
                             progress=progress or _no_progress, log=log, save=lambda c: save_checkpoint(c, out))
     save_result(result, out, log)
     return result
+
+
+QUICK_BENCH = {"runs": 60, "warmup": 10, "memory_runs": 30}
+"""``bench``'s settings with ``quick``: 60 runs, 10 warm-up, 30 inferences for memory."""
+
+
+def bench(folders, *, compare: bool = False, runs: Optional[int] = None, warmup: Optional[int] = None,
+          memory_runs: Optional[int] = None, quick: bool = False) -> dict:
+    """Latency and memory of one artifact vs the same model with an fp32 N×d table (``report.bench``),
+    or with ``compare`` of several artifacts against the first (``compare.compare``); a setting left
+    None is theirs, ``quick`` replaces them with ``QUICK_BENCH``."""
+    from .errors import UsageError
+
+    settings = {k: v for k, v in {"runs": runs, "warmup": warmup, "memory_runs": memory_runs}.items()
+                if v is not None}
+    if quick:
+        settings.update(QUICK_BENCH)
+    if compare:
+        from .compare import compare as run_compare
+
+        return run_compare(folders, **settings)
+    if len(folders) != 1:
+        raise UsageError(f"bench takes one artifact directory, got {len(folders)} "
+                         "(use --compare DIR1 DIR2 ... to compare artifacts)")
+    from .report import bench as run_bench
+
+    return run_bench(folders[0], **settings)
+
+
+def format_bench(r: dict, *, compare: bool = False) -> str:
+    """``bench``'s result as text."""
+    if compare:
+        from .compare import format_compare
+
+        return format_compare(r)
+    from .report import format_bench as format_single
+
+    return format_single(r)
+
+
+def format_build(manifest: dict) -> str:
+    """What ``export.build`` wrote (a line a file) and, when it evaluated the artifact, the metrics."""
+    from .metrics import format_table
+
+    lines = [f"{name:<12} {info['bytes']:>12,} bytes  sha256 {info['sha256'][:16]}…"
+             for name, info in manifest["files"].items()]
+    ev = manifest.get("evaluation")
+    if ev:
+        ks = [k for k in (5, 10, 20) if f"HR@{k}" in ev["metrics"]]
+        lines.append(f"artifact ({manifest['quantisation']['scheme']}) through onnxruntime:\n"
+                     + format_table(ev["metrics"], ks))
+        if "quantised_minus_fp32_points" in ev:
+            d = ev["quantised_minus_fp32_points"]
+            lines.append(f"quantised - fp32: HR@10 {d.get('HR@10', 0):+.2f} NDCG@10 {d.get('NDCG@10', 0):+.2f} points")
+    return "\n".join(lines)
