@@ -12,16 +12,13 @@ from typing import Optional
 import typer
 
 from . import __version__, pipeline
-from .cli_options import (BENCH, BUILD, CKPT, CLICK_LOG, DATA, DEVICE, DISTILLATION, FINETUNE_TRAINING, INIT, ITEMS, MODEL, NPROC,
-                          SCALE, SPLIT, STUDENT, TRAIN_FIELDS, TRAINING, VALID, Opt, choice, command_options,
-                          SYNTH_CATALOGUE, SYNTH_DATA, VERIFY, default_of, existing, library_defaults,
-                          opt, pick)
+from .cli_options import (BENCH, BUILD, CKPT, CLICK_LOG, DATA, DEVICE, DISTILLATION, FINETUNE_TRAINING, INIT, ITEMS,
+                          MODEL, NPROC, REPEAT_FIT, SCALE, SPLIT, STUDENT, SYNTH_CATALOGUE, SYNTH_DATA, TRAINING,
+                          VALID, VERIFY, Opt, choice, command_options, default_of, existing, opt, pick)
 from .errors import OdrecError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, compress and export compact session-based recommenders for phones.")
-
-
 
 
 def _version(value: bool) -> None:
@@ -105,10 +102,11 @@ def _protocol(options: dict):
     return ClickLogProtocol(**pick(options, CLICK_LOG), valid_fraction=options["valid_fraction"])
 
 
-def _train_config(options: dict, fields=TRAIN_FIELDS):
+def _train_config(options: dict):
+    """The ``TrainConfig`` of the command's training and scale options."""
     from .train import TrainConfig
 
-    return TrainConfig(**{name: options[name] for name in fields})
+    return TrainConfig(**pick(options, TRAINING, SCALE))
 
 
 @app.command()
@@ -149,7 +147,7 @@ def eval_cmd(**options) -> None:
 @command_options(_ckpt("Trained checkpoint (teacher or student)."), DATA,
                  opt("out", Path, ..., "--out",
                      help="Checkpoint to write: --ckpt with the bonus (may be --ckpt itself)."),
-                 opt("metric", str, library_defaults("repeat_fit", "fit_repeat_bonus")["metric"],
+                 opt("metric", str, REPEAT_FIT["metric"],
                      **choice("--metric", "NDCG@10", "HR@10"),
                      help="Validation metric the weights maximise: NDCG@10 or HR@10."),
                  CLICK_LOG, SPLIT)
@@ -164,7 +162,8 @@ def repeat_bonus_cmd(**options) -> None:
 @one_line_errors
 @command_options(_ckpt("Trained checkpoint (teacher or student) to continue."), DATA,
                  opt("out", Path, ..., "--out", help="Checkpoint file to write (atomically)."),
-                 opt("objective", str, default_of(pipeline.finetune, "objective"), **choice("--objective", "new", "all"),
+                 opt("objective", str, default_of(pipeline.finetune, "objective"),
+                     **choice("--objective", "new", "all"),
                      help="new: only targets new to the session, the session's items left out of the softmax (a "
                      "repeat bonus ranks those); all: plain cross-entropy."),
                  FINETUNE_TRAINING, SCALE, NPROC, CLICK_LOG, SPLIT)
@@ -182,12 +181,15 @@ def finetune(**options) -> None:
 @one_line_errors
 def verify(
     folder: Path = typer.Argument(..., **existing("artifact", "dir"), help="Artifact directory written by build."),
-    ckpt: Optional[Path] = typer.Option(None, "--ckpt", **existing("--ckpt", CKPT), help="Checkpoint for the PyTorch reference "
-                                        "(default: the one the manifest names, when reachable)."),
-    data: Optional[Path] = typer.Option(None, "--data", **existing("--data", "file or directory"), help="Real sessions (folder or click log); "
-                                        "default: sessions sampled from the artifact's items."),
-    as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object, a field per check and platform."),
-    arm: bool = typer.Option(VERIFY["arm"], "--arm/--no-arm", metavar="", help="Also run onnxruntime aarch64 under qemu."),
+    ckpt: Optional[Path] = typer.Option(None, "--ckpt", **existing("--ckpt", CKPT), help="Checkpoint for the "
+                                        "PyTorch reference (default: the one the manifest names, when reachable)."),
+    data: Optional[Path] = typer.Option(None, "--data", **existing("--data", "file or directory"),
+                                        help="Real sessions (folder or click log); default: sessions sampled from "
+                                        "the artifact's items."),
+    as_json: bool = typer.Option(False, "--json", metavar="",
+                                 help="Print one JSON object, a field per check and platform."),
+    arm: bool = typer.Option(VERIFY["arm"], "--arm/--no-arm", metavar="",
+                             help="Also run onnxruntime aarch64 under qemu."),
     arm_cache: Optional[Path] = typer.Option(None, "--arm-cache", help="ARM64 runtime cache dir "
                                              "(default: ~/.cache/odrec-export/arm64-ort-<ort>-<numpy>)."),
     arm_cpu: Optional[list[str]] = typer.Option(None, "--arm-cpu", help="ARM CPU model, repeatable "
@@ -232,19 +234,30 @@ def build(
     out: Path = typer.Option(..., "--out", help="Artifact directory to write (atomically)."),
     quant: str = typer.Option(BUILD["quant"], **choice("--quant", "int8", "fp32"), help="Codebook quantisation: int8 "
                               "(per-row scale) or fp32 (int4 is refused: plain 4-bit rounding loses too much)."),
-    encoder_quant: str = typer.Option(BUILD["encoder_quant"], "--encoder-quant", **choice("--encoder-quant", "fp32", "fp16", "int8"), help="Encoder MatMul weights: fp16 (default: half the bytes, fp32 arithmetic, verify holds it to fp32's tolerance), fp32, or int8 (per-column scale; onnxruntime's MatMulNBits fusion then also quantises activations)."),
+    encoder_quant: str = typer.Option(BUILD["encoder_quant"], "--encoder-quant",
+                                      **choice("--encoder-quant", "fp32", "fp16", "int8"),
+                                      help="Encoder MatMul weights: fp16 (default: half the bytes, fp32 arithmetic, "
+                                      "verify holds it to fp32's tolerance), fp32, or int8 (per-column scale; "
+                                      "onnxruntime's MatMulNBits fusion then also quantises activations)."),
     top_k: int = typer.Option(BUILD["top_k"], "--top-k", help="How many items the graph returns."),
-    ort_format: bool = typer.Option(BUILD["ort"], "--ort", metavar="", help="Also write model.ort (onnxruntime mobile format)."),
-    simplify: bool = typer.Option(BUILD["simplify"], "--simplify/--no-simplify", metavar="", help="Run onnxsim (kept only when it does not grow the file)."),
-    eval_data: Optional[Path] = typer.Option(None, "--eval-data", **existing("--eval-data", "file or directory"), help="Evaluate the built graph on this data's test samples."),
+    ort_format: bool = typer.Option(BUILD["ort"], "--ort", metavar="",
+                                    help="Also write model.ort (onnxruntime mobile format)."),
+    simplify: bool = typer.Option(BUILD["simplify"], "--simplify/--no-simplify", metavar="",
+                                  help="Run onnxsim (kept only when it does not grow the file)."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", **existing("--eval-data", "file or directory"),
+                                             help="Evaluate the built graph on this data's test samples."),
     force: bool = typer.Option(False, "--force", metavar="", help="Replace a non-empty --out directory."),
-    expand_top: Optional[int] = typer.Option(BUILD["expand_top"], "--expand-top", help="cprec: expand only the tail blocks whose "
-                                             "cluster is in the head's top-k (CpRec's fast, approximate output)."),
-    popular_from: Optional[Path] = typer.Option(BUILD["popular_from"], "--popular-from", **existing("--popular-from", "file or directory"),
-                                                help="Count the popular items a session with no known item gets in this "
-                                                "data's training sessions (for checkpoints that do not record them)."),
-    id_map: str = typer.Option(BUILD["id_map"], "--id-map", **choice("--id-map", "auto", "binary", "text"), help="Item ids: binary (items.bin, 1-3 bytes an id; integer ids "
-                               "only), text (items.txt, any ids) or auto (binary when every id is an integer)."),
+    expand_top: Optional[int] = typer.Option(BUILD["expand_top"], "--expand-top", help="cprec: expand only the tail "
+                                             "blocks whose cluster is in the head's top-k (CpRec's fast, approximate "
+                                             "output)."),
+    popular_from: Optional[Path] = typer.Option(BUILD["popular_from"], "--popular-from",
+                                                **existing("--popular-from", "file or directory"),
+                                                help="Count the popular items a session with no known item gets in "
+                                                "this data's training sessions (for checkpoints that do not record "
+                                                "them)."),
+    id_map: str = typer.Option(BUILD["id_map"], "--id-map", **choice("--id-map", "auto", "binary", "text"),
+                               help="Item ids: binary (items.bin, 1-3 bytes an id; integer ids only), text "
+                               "(items.txt, any ids) or auto (binary when every id is an integer)."),
 ):
     """Freeze a checkpoint into an ONNX artifact: model.onnx, items.bin or items.txt, manifest.json [, model.ort]."""
     from .export import BuildOptions, build as run_build
@@ -261,7 +274,8 @@ def build(
 def size_report_cmd(
     folder: Path = typer.Argument(..., **existing("artifact", "dir"), help="Artifact directory written by build."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object."),
-    baseline: Optional[Path] = typer.Option(None, "--baseline", **existing("--baseline", CKPT), help="Build the fp32-table baseline from this checkpoint "
+    baseline: Optional[Path] = typer.Option(None, "--baseline", **existing("--baseline", CKPT),
+                                            help="Build the fp32-table baseline from this checkpoint "
                                             "(default: computed from the artifact's own sizes)."),
 ):
     """Bytes per part, compression ratios vs an fp32 N×d item table, resident memory after loading."""
@@ -274,10 +288,11 @@ def size_report_cmd(
 @app.command()
 @one_line_errors
 def bench(
-    folders: list[Path] = typer.Argument(..., **existing("artifact", "dir"), help="Artifact directory written by build; with --compare, two or "
-                                         "more (ratios are against the first).", metavar="DIR"),
-    compare: bool = typer.Option(False, "--compare", metavar="", help="Compare the artifacts side by side instead (bytes, "
-                                 "item representation, recorded HR/NDCG@10, latency, memory; interleaved runs)."),
+    folders: list[Path] = typer.Argument(..., **existing("artifact", "dir"), help="Artifact directory written by "
+                                         "build; with --compare, two or more (ratios are against the first).",
+                                         metavar="DIR"),
+    compare: bool = typer.Option(False, "--compare", metavar="", help="Compare the artifacts side by side instead "
+                                 "(bytes, item representation, recorded HR/NDCG@10, latency, memory; interleaved runs)."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object."),
     runs: int = typer.Option(BENCH["runs"], min=5, help="Timed runs per model and setting (after warm-up)."),
     warmup: int = typer.Option(BENCH["warmup"], min=1, help="Untimed runs first."),
@@ -293,10 +308,12 @@ def bench(
 @one_line_errors
 def synth_data_cmd(
     items: int = typer.Option(..., "--items", help="Catalogue size N."),
-    sessions: int = typer.Option(..., "--sessions", help="Number of sessions (the last --test-fraction are the test set)."),
+    sessions: int = typer.Option(..., "--sessions",
+                                 help="Number of sessions (the last --test-fraction are the test set)."),
     out: Path = typer.Option(..., "--out", help="Folder to write (train_sessions.txt, test_samples.txt, README.txt)."),
     seed: int = typer.Option(SYNTH_DATA["seed"], help="Random seed."),
-    test_fraction: float = typer.Option(SYNTH_DATA["test_fraction"], "--test-fraction", help="Share of the (latest) sessions held out as test."),
+    test_fraction: float = typer.Option(SYNTH_DATA["test_fraction"], "--test-fraction",
+                                        help="Share of the (latest) sessions held out as test."),
 ):
     """A SYNTHETIC session folder in the usual format: power-law popularity, sessions that follow latent
     interests, a time-ordered test split. For measuring training at scale, not recommendation quality."""
@@ -309,7 +326,8 @@ def synth_data_cmd(
 @app.command("synth-catalogue")
 @one_line_errors
 def synth_catalogue_cmd(
-    like: Path = typer.Option(..., "--like", **existing("--like", CKPT), help="Codes student whose encoder, codebooks and repeat bonus to copy."),
+    like: Path = typer.Option(..., "--like", **existing("--like", CKPT),
+                              help="Codes student whose encoder, codebooks and repeat bonus to copy."),
     items: int = typer.Option(..., "--items", help="Number of items in the synthetic catalogue."),
     out: Path = typer.Option(..., "--out", help="Checkpoint to write."),
     seed: int = typer.Option(SYNTH_CATALOGUE["seed"], help="Seed for the random codes and ids."),

@@ -68,6 +68,7 @@ PROTOCOL = library_defaults("data", "ClickLogProtocol")
 BUILD = library_defaults("export", "BuildOptions")
 FINETUNE = {**TRAIN, **pipeline.FINETUNE_TRAINING}
 VERIFY = library_defaults("verify", "verify")
+REPEAT_FIT = library_defaults("repeat_fit", "fit_repeat_bonus")
 BENCH = library_defaults("report", "bench")
 SYNTH_DATA = library_defaults("synthetic", "write_synthetic")
 SYNTH_CATALOGUE = library_defaults("synth_catalogue", "synth_catalogue")
