@@ -9,11 +9,14 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import cache
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from .base import Compressor, ItemTable
 
-__all__ = ["UNCOMPRESSED", "Compressor", "ItemTable", "all_compressors", "get", "names"]
+if TYPE_CHECKING:  # the modules load torch: imported on first use, so `from .compressors import UNCOMPRESSED` is light
+    from .base import Compressor
+
+__all__ = ["UNCOMPRESSED", "all_compressors", "get", "names"]
 
 UNCOMPRESSED = "none"  # the plain table: a teacher's, or bench's baseline (full_table.py)
 

@@ -41,7 +41,8 @@ from ..heads.tail import ScoringTail
 from ..quantise import quantise_rows
 from .base import Compressor, ItemTable
 
-DEFAULT_M, DEFAULT_K = 8, 64  # about 35x fewer bytes than the fp32 table at d=128 (docs/compressors.md)
+DEFAULT_M = 8  # 8 × 64: about 35x fewer bytes than the fp32 table at d=128 (docs/compressors.md)
+DEFAULT_K = 64
 
 
 def code_dtype(k: int) -> torch.dtype:
