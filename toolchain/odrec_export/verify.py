@@ -7,8 +7,8 @@ Checks, each reported per platform (see docs/parity.md for what "parity" means h
 2. contract (x86-64): outputs of onnxruntime on this host have the contract's shape, ids in 1..N,
    descending scores, no NaN, and the same answer twice; ort-format: model.ort, when present,
    answers like model.onnx;
-3. reference (x86-64): the PyTorch model from the checkpoint, with the same quantisation (the
-   exporter's own quantiser), against onnxruntime on this host;
+3. reference (x86-64): the PyTorch model from the checkpoint, with the same quantisation scheme
+   (computed here, independently of the exporter's quantiser), against onnxruntime on this host;
 4. arm64 (one row per CPU model): onnxruntime's aarch64 build under qemu against x86-64.
 
 Parity rule (the same for every comparison): scores at every rank within ``SCORE_RTOL`` × max(1, |top score|)
@@ -578,16 +578,14 @@ class ReferenceMismatch(Exception):
 
 
 def _quantise_encoder_like_graph(encoder, graph) -> None:
-    """Give every nn.Linear whose weight the graph stores as int8 the exporter's int8 round trip.
+    """Give every nn.Linear whose weight the graph stores as int8 verify's own int8 round trip.
 
     The graph says *which* weights are int8 (``<name>_int8`` + ``<name>_scale``, W as in × out, one
-    scale per output column); the values come from the checkpoint through the exporter's quantiser,
-    so a tampered weight still shows up as a parity failure.
+    scale per output column); the values come from the checkpoint through ``int8_round_trip`` (not the
+    exporter's quantiser), so a tampered weight or a wrong quantiser still shows up as a parity failure.
     """
     import torch
     from onnx import numpy_helper
-
-    from .quantise import quantise_rows
 
     inits = {t.name: t for t in graph.graph.initializer}
     stored = [(n, numpy_helper.to_array(inits[n]).astype(np.float32), numpy_helper.to_array(inits[n[:-5] + "_scale"]))
@@ -597,9 +595,8 @@ def _quantise_encoder_like_graph(encoder, graph) -> None:
         w = lin.weight.detach().float().numpy()  # out × in
         for name, q, scale in stored:
             if name not in matched and q.shape == w.T.shape and np.all(np.abs(q * scale - w.T) <= 0.51 * scale + 1e-7):
-                wq, ws = quantise_rows(np.ascontiguousarray(w))
                 with torch.no_grad():
-                    lin.weight.copy_(torch.from_numpy(wq.astype(np.float32) * ws[:, None]))
+                    lin.weight.copy_(int8_round_trip(lin.weight))  # one scale per output unit (row)
                 matched.add(name)
                 break
     if len(matched) != len(stored):
@@ -628,17 +625,26 @@ def _round_encoder_like_graph(encoder, graph) -> None:
                                 f"layer of the checkpoint ({matched}/{len(stored)} matched)")
 
 
-def quantised_codebooks(books, quant: str):
-    """The codebooks (M × K × d tensor) after the exporter's quantisation round trip."""
+def int8_round_trip(rows):
+    """``rows`` (R × C tensor) after the artifact's int8 scheme, computed here on purpose rather than with
+    the exporter's ``quantise.quantise_rows``, so that a fault in that quantiser cannot hide itself:
+    symmetric, one scale per row = max|row| / 127 (1 for an all-zero row), values rounded half to even
+    and clipped to [-127, 127], then dequantised (values × scale) in float32."""
     import torch
 
-    from .quantise import quantise_rows
+    rows = rows.detach().to(torch.float32)
+    amax = rows.abs().amax(dim=1)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    values = torch.clamp(torch.round(rows / scale[:, None]), -127, 127)  # torch.round: half to even
+    return values * scale[:, None]
 
+
+def quantised_codebooks(books, quant: str):
+    """The codebooks (M × K × d tensor) after the artifact's quantisation round trip (one scale per row of d)."""
     if quant != "int8":
         raise VerifyInputError(f"manifest quantisation {quant!r}: verify knows int8 and fp32")
     m, k, d = books.shape
-    q, scale = quantise_rows(books.reshape(m * k, d).float().numpy())
-    return torch.from_numpy((q.astype(np.float32) * scale[:, None]).reshape(m, k, d))
+    return int8_round_trip(books.reshape(m * k, d)).reshape(m, k, d)
 
 
 # --------------------------------------------------------------------------- the whole verification
