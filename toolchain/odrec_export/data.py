@@ -383,17 +383,6 @@ def load_sessions(path: str | Path, protocol: ClickLogProtocol | None = None) ->
     raise DataError(f"{path}: no such file or directory")
 
 
-def encode_samples(samples: Sequence[Sample], num_items: int, source: str = "data") -> list[Sample]:
-    """Check that every index of externally given samples lies in 1..num_items."""
-    for no, (prefix, target) in enumerate(samples, 1):
-        if not prefix:
-            raise DataError(f"{source}: sample {no} has an empty session")
-        bad = [i for i in prefix + [target] if not 1 <= i <= num_items]
-        if bad:
-            raise DataError(f"{source}: sample {no} has item index {bad[0]} outside 1..{num_items}")
-    return list(samples)
-
-
 def load_like_checkpoint(path: str | Path, protocol: ClickLogProtocol | None, provenance: dict) -> SessionData:
     """``path`` split as the checkpoint's own run split it: the validation fraction its data report
     records, or, in checkpoints older than that record, the fraction whose latest sessions give its

@@ -103,11 +103,11 @@ def popular_from_data(data: str | Path, ckpt_path: str | Path, vocab: list[str])
     return sessions.popular_items()
 
 
-def materialise(frozen: FrozenModel, codebooks: np.ndarray | None = None) -> FrozenModel:
+def materialise(frozen: FrozenModel) -> FrozenModel:
     """The same model with its fp32 (N+1)×d table built from codes (for the baseline graph)."""
     if frozen.table is not None:
         return frozen
-    books = frozen.codebooks if codebooks is None else codebooks
+    books = frozen.codebooks
     table = np.zeros((frozen.num_items + 1, frozen.dim), dtype=np.float32)
     for m in range(books.shape[0]):
         table += books[m][frozen.codes[m].astype(np.int64)]

@@ -1,8 +1,8 @@
 """Build a recommender from a plain config dict, and from a checkpoint.
 
 A model config is ``{"encoder": {...EncoderConfig...}, "compressor": NAME, "items": {...}}``, plus
-``"repeat_bonus": true`` for a model with a fitted repeat bonus (models/repeat.py); each compressor
-registers a constructor ``(num_items, dim, **items_config) -> ItemTable``.
+``"repeat_bonus": true`` for a model with a fitted repeat bonus (models/repeat.py); ``ITEM_TABLES``
+maps each compressor to its constructor ``(num_items, dim, **items_config) -> ItemTable``.
 """
 
 from __future__ import annotations
@@ -21,10 +21,6 @@ from .tensor_train import STTItemTable, TTItemTable
 
 ITEM_TABLES: dict[str, Callable[..., ItemTable]] = {"none": FullItemTable, "codes": CodesItemTable,
                                                     "tt": TTItemTable, "stt": STTItemTable, "cprec": BlockItemTable}
-
-
-def register_item_table(name: str, constructor: Callable[..., ItemTable]) -> None:
-    ITEM_TABLES[name] = constructor
 
 
 def build_model(config: dict) -> SessionRecommender:
