@@ -14,8 +14,9 @@ from conftest import DIGINETICA, assert_one_line_error, cli, needs_shared
 from odrec_export import artifact as A
 from odrec_export.checkpoint import load_checkpoint
 from odrec_export.data import pad_batch
-from odrec_export.export import BuildOptions, build, ort_session
+from odrec_export.export import BuildOptions, build
 from odrec_export.models.registry import model_from_checkpoint
+from odrec_export.onnx_runtime import ort_session
 from odrec_export.verify import Agreement, Case, compare
 
 pytestmark = needs_shared

@@ -86,7 +86,7 @@ def compare(folders: Sequence[str | Path], *, runs: int = 300, warmup: int = 30,
     ``trace(threads, seq_len, run, index)`` (optional) is called before every timed or warm-up run of
     artifact ``index``: the order the runs took, for tests.
     """
-    from .export import ort_session
+    from .onnx_runtime import ort_session
 
     folders = [Path(f) for f in folders]
     if len(folders) < 2:

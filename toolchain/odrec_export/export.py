@@ -44,6 +44,7 @@ from .graph import Graph
 from .heads import HEADS
 from .heads.codes import codes_head, layout as codes_layout
 from .heads.tail import ScoringTail
+from .onnx_runtime import ort_session
 from .quantise import quantise_rows
 
 OPSET = 18
@@ -376,21 +377,6 @@ def build_model(frozen: FrozenModel, opts: BuildOptions) -> tuple[onnx.ModelProt
 # --------------------------------------------------------------------------- evaluation through onnxruntime
 
 
-def ort_session(model: onnx.ModelProto | str | Path, threads: int = 1, spin: bool = True, **session_kwargs):
-    """onnxruntime CPU session. ``spin=False`` stops idle worker threads from spin-waiting: benchmarks
-    that keep several multi-threaded sessions open use it, or the idle ones steal the cores."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    if not spin:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"], **session_kwargs)
-
-
 def evaluate_onnx(session, samples, max_len: int, ks=(5, 10, 20), batch_size: int = 256, progress=None) -> dict:
     """HR/NDCG/MRR@K from the graph's top-k output (exact for K <= the graph's k).
 
@@ -438,15 +424,9 @@ def _eval_block(frozen: FrozenModel, model: onnx.ModelProto, fp32_model, data_pa
 def _write_ort(folder: Path) -> None:
     """model.ort for onnxruntime-mobile, converted with constant folding off (it would re-inflate the
     compact tables into big ones)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    so.optimized_model_filepath = str(folder / A.ORT_FILE)
-    so.add_session_config_entry("session.save_model_format", "ORT")
-    so.log_severity_level = 3
-    ort.InferenceSession(str(folder / A.MODEL_FILE), so, providers=["CPUExecutionProvider"],
-                         disabled_optimizers=["ConstantFolding"])
+    ort_session(folder / A.MODEL_FILE, threads=None, inter_threads=None, optimization="basic",
+                optimized_path=folder / A.ORT_FILE, config={"session.save_model_format": "ORT"},
+                disabled_optimizers=["ConstantFolding"])
 
 
 def _library_versions() -> dict:

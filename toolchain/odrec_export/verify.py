@@ -29,6 +29,7 @@ import numpy as np
 
 from . import artifact as A
 from .errors import OdrecError
+from .onnx_runtime import ort_session
 
 SCORE_RTOL = 1e-4
 DEFAULT_SESSIONS = 200
@@ -266,7 +267,7 @@ def _check_graph(check: Check, model, manifest: dict) -> None:
     elif A.ITEM_TABLE in inits and isinstance(num_items, int) and inits[A.ITEM_TABLE].dims[0] != num_items:
         check.fail(f"{A.MODEL_FILE}: item table has {inits[A.ITEM_TABLE].dims[0]} rows, manifest num_items is {num_items}")
     try:
-        _session(model.SerializeToString())
+        ort_session(model, log_level=QUIET)
     except Exception as e:
         check.fail(f"{A.MODEL_FILE}: onnxruntime refuses it: {str(e).strip().splitlines()[0][:160]}")
 
@@ -344,21 +345,14 @@ def real_sessions(manifest: dict, items: list[str], data: Path | None, count: in
 # --------------------------------------------------------------------------- running and comparing
 
 
-def _session(model: bytes | str, config: dict | None = None):
-    """onnxruntime CPU, one thread (bitwise results may change with the thread count)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    opts.log_severity_level = 4  # failures are reported in the table, not as onnxruntime log lines
-    for key, value in (config or {}).items():
-        opts.add_session_config_entry(key, value)
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+QUIET = 4  # onnxruntime's log level here: failures are reported in the table, not as its log lines
 
 
 def run_host(model_path: Path, cases: list[Case], config: dict | None = None) -> list:
     """Outputs per case ({name: array}), or the error text where onnxruntime failed on that input."""
-    sess = _session(str(model_path), config)  # a path, so that onnxruntime tells .ort from .onnx
+    # one thread (bitwise results may change with the thread count); a path, so that onnxruntime tells
+    # .ort from .onnx
+    sess = ort_session(model_path, threads=1, inter_threads=1, log_level=QUIET, config=config)
     names = [o.name for o in sess.get_outputs()]
     if not {A.OUTPUT_IDS, A.OUTPUT_SCORES} <= set(names):
         return [f"outputs are {names}, not {A.OUTPUT_IDS} and {A.OUTPUT_SCORES}"] * len(cases)
