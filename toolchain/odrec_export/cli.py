@@ -347,9 +347,8 @@ def eval_cmd(
     import numpy as np
 
     from .checkpoint import load_checkpoint
-    from .data import Vocabulary
-    from .errors import DataError
-    from .evaluate import breakdown, remap_samples, sample_ranks
+    from .data import Vocabulary, remap_samples_or_fail
+    from .evaluate import breakdown, sample_ranks
     from .metrics import format_table, metrics_from_ranks
     from .models.registry import model_from_checkpoint
     from .train import resolve_device
@@ -358,9 +357,8 @@ def eval_cmd(
     model = model_from_checkpoint(checkpoint, str(ckpt)).to(resolve_device(device))
     sessions = _split_like(checkpoint, data, _protocol(delimiter, session_col, item_col, time_col, date_col,
                                                        test_days, valid_fraction))
-    samples, skipped = remap_samples(sessions.test_samples, sessions.vocab, Vocabulary(checkpoint.vocab))
-    if not samples:
-        raise DataError(f"{data}: no test sample whose items the checkpoint knows")
+    samples, skipped = remap_samples_or_fail(sessions.test_samples, sessions.vocab, Vocabulary(checkpoint.vocab),
+                                             where=data)
     max_len = model.encoder.cfg.max_len
     ranks = sample_ranks(model, samples, max_len=max_len, device=device, progress=_rich_progress)
     metrics = metrics_from_ranks(ranks)

@@ -383,6 +383,35 @@ def load_sessions(path: str | Path, protocol: ClickLogProtocol | None = None) ->
     raise DataError(f"{path}: no such file or directory")
 
 
+def remap_samples(samples: Sequence[Sample], source: Vocabulary, target: Vocabulary) -> tuple[list[Sample], int]:
+    """Re-index samples from one vocabulary to another through raw ids.
+
+    Items unknown to ``target`` are dropped from prefixes; samples whose target is unknown, or whose
+    prefix becomes empty, are skipped and counted.
+    """
+    if source == target:
+        return list(samples), 0
+    out, skipped = [], 0
+    for prefix, t in samples:
+        new_t = target.index(source.raw(t))
+        new_p = [i for i in (target.index(source.raw(x)) for x in prefix) if i]
+        if new_t and new_p:
+            out.append((new_p, new_t))
+        else:
+            skipped += 1
+    return out, skipped
+
+
+def remap_samples_or_fail(samples: Sequence[Sample], source: Vocabulary, target: Vocabulary, *, where,
+                          what: str = "test sample", known_by: str = "the checkpoint") -> tuple[list[Sample], int]:
+    """``remap_samples``, refusing a result with no sample left: DataError
+    ``"<where>: no <what> whose items <known_by> knows"``."""
+    out, skipped = remap_samples(samples, source, target)
+    if not out:
+        raise DataError(f"{where}: no {what} whose items {known_by} knows")
+    return out, skipped
+
+
 def load_like_checkpoint(path: str | Path, protocol: ClickLogProtocol | None, provenance: dict) -> SessionData:
     """``path`` split as the checkpoint's own run split it: the validation fraction its data report
     records, or, in checkpoints older than that record, the fraction whose latest sessions give its

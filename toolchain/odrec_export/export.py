@@ -400,14 +400,11 @@ def evaluate_onnx(session, samples, max_len: int, ks=(5, 10, 20), batch_size: in
 
 def _eval_block(frozen: FrozenModel, model: onnx.ModelProto, fp32_model, data_path: Path, progress=None) -> dict:
     """Metrics of ``model`` and, when ``fp32_model`` (a callable building it) is given, of the fp32 graph."""
-    from .data import Vocabulary, load_sessions
-    from .errors import DataError
-    from .evaluate import remap_samples
+    from .data import Vocabulary, load_sessions, remap_samples_or_fail
 
     sessions = load_sessions(data_path)
-    samples, skipped = remap_samples(sessions.test_samples, sessions.vocab, Vocabulary(frozen.vocab))
-    if not samples:
-        raise DataError(f"{data_path}: no test sample whose items the checkpoint knows")
+    samples, skipped = remap_samples_or_fail(sessions.test_samples, sessions.vocab, Vocabulary(frozen.vocab),
+                                             where=data_path)
     block = {"data": Path(data_path).name, "data_sha256": sessions.data_sha256, "samples": len(samples),
              "skipped_unknown_items": skipped, "metrics": evaluate_onnx(ort_session(model), samples, frozen.max_len, progress=progress)}
     if fp32_model is not None:

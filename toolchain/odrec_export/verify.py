@@ -319,8 +319,7 @@ def build_cases(num_items: int, max_len: int, real: list[list[int]], real_name: 
 
 def real_sessions(manifest: dict, items: list[str], data: Path | None, count: int) -> tuple[list[list[int]], str]:
     """Session prefixes (artifact indices) from --data, or random sessions over the id map."""
-    from .data import Vocabulary, load_sessions
-    from .evaluate import remap_samples
+    from .data import Vocabulary, load_sessions, remap_samples_or_fail
 
     rng = np.random.default_rng(0)
     num_items, max_len = len(items), int(manifest["max_session_length"])
@@ -333,11 +332,10 @@ def real_sessions(manifest: dict, items: list[str], data: Path | None, count: in
         raise VerifyInputError(f"--data: {e}") from None
     samples = sessions.test_samples or sessions.valid_samples or sessions.train_samples()
     try:
-        samples, _ = remap_samples(samples, sessions.vocab, Vocabulary(items))
+        samples, _ = remap_samples_or_fail(samples, sessions.vocab, Vocabulary(items), where=f"--data {data}",
+                                           what="session", known_by="the artifact")
     except OdrecError as e:
-        raise VerifyInputError(f"--data: {e}") from None
-    if not samples:
-        raise VerifyInputError(f"--data {data}: no session whose items the artifact knows")
+        raise VerifyInputError(str(e) if str(e).startswith("--data ") else f"--data: {e}") from None
     pick = rng.choice(len(samples), size=min(count, len(samples)), replace=False)
     return [samples[i][0] for i in sorted(pick)], "real sessions"
 
