@@ -273,13 +273,14 @@ def train(
     if not student:
         start = None
         if init is not None:
-            from .distill import load_teacher
+            from .loading import load_teacher
             start = load_teacher(init, sessions)
         _, ckpt = train_teacher(sessions, enc, cfg, progress=_rich_progress, log=typer.echo,
                                 save=save_best_so_far, init=start)
     else:
         from .code_learning import CodeLearningConfig
-        from .distill import distill_config, load_student, load_teacher, teacher_provenance, train_student
+        from .distill import distill_config, train_student
+        from .loading import load_student, load_teacher, teacher_provenance
 
         if teacher is not None:
             teacher_model, teacher_info = load_teacher(teacher, sessions)
@@ -395,7 +396,8 @@ def repeat_bonus_cmd(
     """Fit a repeat bonus (a score added to items already in the session, by how recently they
     occurred) on the validation split the checkpoint was trained with; the rest of the model is unchanged."""
     from .checkpoint import load_checkpoint, save_checkpoint
-    from .distill import check_same_split, checkpoint_for
+    from .data import check_same_split
+    from .loading import checkpoint_for
     from .models.registry import model_from_checkpoint
     from .repeat_fit import fit_repeat_bonus, with_repeat_bonus
 

@@ -21,11 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from .errors import DataError
+from .errors import CheckpointError, DataError, UsageError
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
 
 PAD = 0
 SESSION_COLUMNS = ("session_id", "sessionid", "session", "sid")
@@ -435,3 +438,21 @@ def load_like_checkpoint(path: str | Path, protocol: ClickLogProtocol | None, pr
         raise DataError(f"{path}: no split of the latest sessions gives the checkpoint's {want} validation "
                         "samples (other data?); pass --valid-fraction")
     return load_sessions(path, replace(protocol, valid_fraction=n / len(sessions)))
+
+
+def check_vocabulary(ckpt: Checkpoint, data: SessionData, path, role: str) -> None:
+    """Refuse a checkpoint whose items are not ``data``'s."""
+    if Vocabulary(ckpt.vocab) != data.vocab:
+        raise CheckpointError(f"{path}: the {role}'s vocabulary ({len(ckpt.vocab)} items) is not the one "
+                              f"of {data.source} ({data.num_items} items)")
+
+
+def check_same_split(ckpt: Checkpoint, data: SessionData, path) -> None:
+    """Refuse a validation split other than the one the checkpoint was selected on (it would then be
+    fitted or selected on samples it trained on)."""
+    trained_on = ckpt.provenance.get("data_report", {}).get("valid_samples")
+    if trained_on is not None and trained_on != len(data.valid_samples):
+        raise UsageError(f"{path} was selected on {trained_on} validation samples, this split has "
+                         f"{len(data.valid_samples)}: pass the --valid-fraction it was trained with")
+    if not data.valid_samples:
+        raise UsageError(f"{data.source}: no validation samples (--valid-fraction is 0)")
