@@ -21,7 +21,7 @@ from conftest import REPO, cli
 from odrec_export import artifact as A
 from odrec_export.arm_runtime import default_cache_dir
 from odrec_export.heads.codes import ungroup_codes
-from odrec_export.verify import FAIL, NOT_CHECKED, PASS, Agreement, Case, VerifyInputError, compare, verify
+from odrec_export.verify import FAIL, NOT_CHECKED, PASS, Agreement, Case, VerifyInputError, accumulate_parity, verify
 
 FEW = 32  # sessions per verify run: enough rows to exercise every path, cheap on 2 cores
 
@@ -269,7 +269,7 @@ def test_verify_function_raises_input_error(built, tmp_path):
 def _agree(ref_ids, ref_scores, ids, scores):
     ag = Agreement()
     case = Case("t", np.zeros((1, 1), np.int64))
-    compare(case, np.array([ref_ids]), np.array([ref_scores], np.float32), np.array([ids]),
+    accumulate_parity(case, np.array([ref_ids]), np.array([ref_scores], np.float32), np.array([ids]),
             np.array([scores], np.float32), ag)
     return ag
 

@@ -591,10 +591,10 @@ def bench(
     if quick:
         runs, warmup = 60, 10
     if compare:
-        from .compare import compare as run_compare, format_compare
+        from .compare import compare_artifacts, format_artifact_comparison
 
-        r = run_compare(folders, runs=runs, warmup=warmup, memory_runs=memory_runs)
-        typer.echo(json.dumps(r, sort_keys=True) if as_json else format_compare(r))
+        r = compare_artifacts(folders, runs=runs, warmup=warmup, memory_runs=memory_runs)
+        typer.echo(json.dumps(r, sort_keys=True) if as_json else format_artifact_comparison(r))
         return
     if len(folders) != 1:
         raise UsageError(f"bench takes one artifact directory, got {len(folders)} "

@@ -357,7 +357,7 @@ def prefix_model(model: onnx.ModelProto) -> onnx.ModelProto:
     return prefix
 
 
-def build_model(frozen: FrozenModel, opts: BuildOptions) -> tuple[onnx.ModelProto, list[str]]:
+def build_onnx_model(frozen: FrozenModel, opts: BuildOptions) -> tuple[onnx.ModelProto, list[str]]:
     """The complete, checked model and notes on each simplification pass."""
     encoder, enc_note = export_encoder(frozen, simplify=opts.simplify, quant=opts.encoder_quant)
     head_options = {"expand_top": opts.expand_top} if frozen.compressor == "cprec" else {}
@@ -490,7 +490,7 @@ def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *
     if frozen.synthetic:
         log(f"note: {ckpt} is a {frozen.synthetic.get('note', 'synthetic catalogue')}; the manifest says so")
     log(f"exporting encoder and {frozen.compressor} item head ...")
-    model, notes = build_model(frozen, opts)
+    model, notes = build_onnx_model(frozen, opts)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     tmp.chmod(0o755)
@@ -506,7 +506,7 @@ def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *
         if eval_data is not None:
             log("evaluating the built graph through onnxruntime ...")
             def build_fp32():
-                return build_model(frozen, BuildOptions(quant="fp32", top_k=opts.top_k, simplify=opts.simplify,
+                return build_onnx_model(frozen, BuildOptions(quant="fp32", top_k=opts.top_k, simplify=opts.simplify,
                                                         expand_top=opts.expand_top))[0]
 
             quantised = (frozen.compressor == "codes" and opts.quant != "fp32") or opts.encoder_quant != "fp32"

@@ -376,7 +376,8 @@ class Agreement:
         return text + (f", {self.tie_swaps} tie swaps" if self.tie_swaps else "")
 
 
-def compare(case: Case, ref_ids, ref_scores, ids, scores, agreement: Agreement, rtol: float = SCORE_RTOL) -> None:
+def accumulate_parity(case: Case, ref_ids, ref_scores, ids, scores, agreement: Agreement,
+                      rtol: float = SCORE_RTOL) -> None:
     """Accumulate the parity rule for one batch into ``agreement`` (see the module docstring)."""
     if ids.shape != ref_ids.shape or scores.shape != ref_scores.shape:
         agreement.problems.append(f"{case.name}: output shape {ids.shape} != {ref_ids.shape}")
@@ -452,7 +453,8 @@ def _parity_check(name: str, platform_key: str, label: str, cases, reference: li
         if isinstance(ref, str):  # the side compared against failed; the contract row says why
             check.fail(f"{case.name}: not compared, the reference side failed")
             continue
-        compare(case, ref[A.OUTPUT_IDS], ref[A.OUTPUT_SCORES], out[A.OUTPUT_IDS], out[A.OUTPUT_SCORES], agreement)
+        accumulate_parity(case, ref[A.OUTPUT_IDS], ref[A.OUTPUT_SCORES], out[A.OUTPUT_IDS], out[A.OUTPUT_SCORES],
+                          agreement)
     check.max_score_diff, check.topk = agreement.max_diff, agreement.summary()
     for p in agreement.problems[:10]:
         check.fail(p)
