@@ -14,9 +14,10 @@ from conftest import DIGINETICA, assert_one_line_error, cli, needs_shared
 from odrec_export import artifact as A
 from odrec_export.checkpoint import load_checkpoint
 from odrec_export.data import pad_batch
-from odrec_export.export import BuildOptions, build, ort_session
+from odrec_export.export import BuildOptions, build
 from odrec_export.models.registry import model_from_checkpoint
-from odrec_export.verify import Agreement, Case, compare
+from odrec_export.onnx_runtime import ort_session
+from odrec_export.verify import Agreement, Case, accumulate_parity
 
 pytestmark = needs_shared
 
@@ -140,7 +141,7 @@ def test_fp32_graph_matches_pytorch_on_real_sessions(built, tiny_checkpoints, di
     # Items sharing a code score identically, and the two runtimes may order such ties differently:
     # ids must match wherever the scores are not tied (verify's parity rule).
     agreement = Agreement()
-    compare(Case("real sessions", ids), ref_ids.numpy(), ref_scores.numpy(), top_ids, top_scores, agreement,
+    accumulate_parity(Case("real sessions", ids), ref_ids.numpy(), ref_scores.numpy(), top_ids, top_scores, agreement,
             rtol=1e-4)
     assert not agreement.problems, agreement.problems[:3]
     assert agreement.identical >= 0.9 * agreement.rows

@@ -30,7 +30,7 @@ def test_fit_codebooks_recovers_an_exact_table():
 
 @pytest.fixture(scope="module")
 def teacher_and_data(tiny_checkpoints, diginetica):
-    from odrec_export.distill import load_teacher
+    from odrec_export.loading import load_teacher
 
     torch.set_num_threads(1)
     teacher, _ = load_teacher(tiny_checkpoints[0], diginetica)

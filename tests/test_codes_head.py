@@ -10,8 +10,9 @@ import pytest
 from conftest import assert_one_line_error, cli, needs_shared
 from odrec_export import artifact as A
 from odrec_export.checkpoint import load_checkpoint
-from odrec_export.export import BuildOptions, build, ort_session
 from odrec_export.compressors.codes import CHUNK, group_codes, group_size, ungroup_codes
+from odrec_export.export import BuildOptions, build
+from odrec_export.onnx_runtime import ort_session
 from odrec_export.verify import verify
 
 

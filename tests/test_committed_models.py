@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from odrec_export.checkpoint import file_sha256, load_checkpoint
+from odrec_export.checkpoint import check_no_full_table, file_sha256, load_checkpoint
 from odrec_export.data import load_sessions
-from odrec_export.distill import check_no_full_table
 
 from conftest import SHARED
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import assert_one_line_error, cli
 from odrec_export import artifact as A
-from odrec_export.compare import compare, format_compare
+from odrec_export.compare import compare_artifacts, format_artifact_comparison
 from odrec_export.errors import UsageError
 
 SETTINGS = {(1, 10), (1, 50), (2, 10), (2, 50)}
@@ -21,7 +21,7 @@ SETTINGS = {(1, 10), (1, 50), (2, 10), (2, 50)}
 def test_compare_three_artifacts(built):
     order = []
     dirs = [built["int8"], built["fp32"], built["teacher"]]
-    r = compare(dirs, runs=5, warmup=1, memory_runs=3, trace=lambda *a: order.append(a))
+    r = compare_artifacts(dirs, runs=5, warmup=1, memory_runs=3, trace=lambda *a: order.append(a))
     arts = r["artifacts"]
     assert [a["label"] for a in arts] == ["int8", "fp32", "teacher"] and r["first"] == "int8"
     assert (r["runs"], r["warmup"], r["memory_runs"]) == (5, 1, 3)
@@ -72,7 +72,7 @@ def test_compare_three_artifacts(built):
             assert sorted(idx for *_, idx in rnd) == [0, 1, 2]
             assert rnd[0][3] == i % 3  # the first of a round rotates
 
-    text = format_compare(r)
+    text = format_artifact_comparison(r)
     assert "median of 5 runs after 1 warm-up" in text and "n/a" in text
     header = text.splitlines()[0]
     assert header.split() == ["int8", "fp32", "teacher"]
@@ -112,7 +112,7 @@ def test_compare_bad_input_is_a_one_line_usage_error(tmp_path):
     assert_one_line_error(cli("bench", "--compare", str(tmp_path / "empty"), str(tmp_path / "empty")), 2, "twice")
     assert_one_line_error(cli("bench", str(tmp_path / "empty"), str(tmp_path / "other")), 2, "--compare")
     with pytest.raises(UsageError, match="at least 2"):
-        compare([tmp_path / "empty"], runs=5, warmup=1, memory_runs=0)
+        compare_artifacts([tmp_path / "empty"], runs=5, warmup=1, memory_runs=0)
 
 
 def test_compare_later_broken_artifact_is_named(built, tmp_path):

@@ -14,9 +14,10 @@ from onnx import numpy_helper
 from odrec_export import artifact as A
 from odrec_export.arm_runtime import default_cache_dir
 from odrec_export.checkpoint import load_checkpoint, save_checkpoint
-from odrec_export.distill import distill_config, load_teacher, train_student
+from odrec_export.distill import distill_config, train_student
 from odrec_export.evaluate import evaluate_model
 from odrec_export.export import BuildOptions, build
+from odrec_export.loading import load_teacher
 from odrec_export.models.registry import model_from_checkpoint
 from odrec_export.report import size_report
 from odrec_export.train import TrainConfig

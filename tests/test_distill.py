@@ -11,9 +11,10 @@ from odrec_export.checkpoint import load_checkpoint, save_checkpoint
 from odrec_export.code_learning import CodeLearningConfig, learn_codes
 from odrec_export.compressors.codes import codes_table
 from odrec_export.distill import (DistillConfig, Distiller, build_student, distill, hot_items, info_nce,
-                                  load_teacher, train_student)
+                                  train_student)
 from odrec_export.errors import CheckpointError
 from odrec_export.evaluate import evaluate_model
+from odrec_export.loading import load_teacher
 from odrec_export.models.registry import model_from_checkpoint
 from odrec_export.train import SampleBatches, TrainConfig
 

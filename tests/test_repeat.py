@@ -12,9 +12,9 @@ import torch
 from odrec_export import artifact as A
 from odrec_export.checkpoint import load_checkpoint
 from odrec_export.data import pad_batch
-from odrec_export.distill import checkpoint_for
 from odrec_export.evaluate import sample_ranks
 from odrec_export.export import BuildOptions, build
+from odrec_export.loading import checkpoint_for
 from odrec_export.models.registry import model_from_checkpoint
 from odrec_export.models.repeat import RepeatBonus
 from odrec_export.repeat_fit import bucket_weights, ranks_with_bonus, session_slots

@@ -9,7 +9,7 @@ import onnx
 
 from conftest import cli, needs_shared
 from odrec_export import artifact as A
-from odrec_export.export import ort_session
+from odrec_export.onnx_runtime import ort_session
 from odrec_export.report import baseline_graph, decode_item_table
 
 pytestmark = needs_shared

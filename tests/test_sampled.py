@@ -100,7 +100,8 @@ def test_a_sampled_teacher_step_updates_only_the_rows_it_touched(diginetica):
 
 @needs_shared
 def test_a_sampled_distillation_step_never_builds_a_full_table(tiny_checkpoints, diginetica, monkeypatch):
-    from odrec_export.distill import Distiller, distill_config, hot_items, load_teacher
+    from odrec_export.distill import Distiller, distill_config, hot_items
+    from odrec_export.loading import load_teacher
     from odrec_export.checkpoint import load_checkpoint
     from odrec_export.models.registry import model_from_checkpoint
 

@@ -196,7 +196,7 @@ def test_stt_fit_beats_a_random_factorisation_of_same_rank():
 # --------------------------------------------------------------------------- ONNX heads
 
 
-def build_model(kind: str, m) -> onnx.ModelProto:
+def head_onnx_model(kind: str, m) -> onnx.ModelProto:
     head = KINDS[kind][1]
     g = Graph()
     ids = "item_ids_test"
@@ -242,7 +242,7 @@ def test_onnx_head_matches_pytorch_and_stays_compressed(kind, n, d, tmp_path):
     arrays = m.export_arrays()
     assert all(a.dtype == np.float32 and a.size < n * d / 4 for a in arrays.values())
     assert all(k.startswith(kind + "/") for k in arrays)
-    model = build_model(kind, m)
+    model = head_onnx_model(kind, m)
     path = tmp_path / "head.onnx"
     onnx.save(model, str(path))
     so = ort.SessionOptions()

@@ -21,7 +21,7 @@ from conftest import REPO, cli
 from odrec_export import artifact as A
 from odrec_export.arm_runtime import default_cache_dir
 from odrec_export.compressors.codes import ungroup_codes
-from odrec_export.verify import FAIL, NOT_CHECKED, PASS, Agreement, Case, VerifyInputError, compare, verify
+from odrec_export.verify import FAIL, NOT_CHECKED, PASS, Agreement, Case, VerifyInputError, accumulate_parity, verify
 
 FEW = 32  # sessions per verify run: enough rows to exercise every path, cheap on 2 cores
 
@@ -269,7 +269,7 @@ def test_verify_function_raises_input_error(built, tmp_path):
 def _agree(ref_ids, ref_scores, ids, scores):
     ag = Agreement()
     case = Case("t", np.zeros((1, 1), np.int64))
-    compare(case, np.array([ref_ids]), np.array([ref_scores], np.float32), np.array([ids]),
+    accumulate_parity(case, np.array([ref_ids]), np.array([ref_scores], np.float32), np.array([ids]),
             np.array([scores], np.float32), ag)
     return ag
 
@@ -318,3 +318,38 @@ def test_fp16_encoder_passes_the_reference_check(tiny_checkpoints, tmp_path):
     report = verify(tmp_path / "a", sessions=FEW, arm=False)
     ref = next(c for c in report.checks if c.check == "reference")
     assert ref.status == PASS and ref.max_score_diff < 1e-4, ref.details
+
+
+def _quantiser_with_scale_off_by(factor: float):
+    """A subtly wrong int8 quantiser: the exporter's scheme with every row's scale × ``factor`` (the values
+    still approximate the rows to within half a step, so nothing but an independent reference notices)."""
+    def quantise_rows(rows):
+        amax = np.abs(rows).max(axis=1)
+        scale = (np.where(amax > 0, amax / 127.0, 1.0) * factor).astype(np.float32)
+        return np.clip(np.rint(rows / scale[:, None]), -127, 127).astype(np.int8), scale
+    return quantise_rows
+
+
+@pytest.mark.parametrize("quant,encoder_quant", [("int8", "fp32"), ("fp32", "int8")], ids=["codebooks", "encoder"])
+def test_reference_does_not_share_the_exporters_quantiser(tiny_checkpoints, tmp_path, monkeypatch, quant,
+                                                          encoder_quant):
+    """An artifact built with a wrong quantiser fails the reference check: verify's int8 round trip is its
+    own. The wrong one stays in place during verify too (in quantise.py and wherever the exporter took it
+    from), so a verify that still called the exporter's quantiser would agree with it and pass."""
+    from odrec_export import export, quantise
+    from odrec_export.export import BuildOptions, build
+    from odrec_export.compressors import codes
+
+    wrong = _quantiser_with_scale_off_by(1.25)
+    for module in (quantise, export, codes):
+        monkeypatch.setattr(module, "quantise_rows", wrong)
+    _, student = tiny_checkpoints
+    build(student, tmp_path / "a", BuildOptions(quant=quant, encoder_quant=encoder_quant))
+    report = verify(tmp_path / "a", sessions=FEW, arm=False)
+    status = {c.check: c.status for c in report.checks}
+    assert status["integrity"] == PASS and status["contract"] == PASS, report.table()
+    ref = next(c for c in report.checks if c.check == "reference")
+    assert ref.status == FAIL, report.table()
+    assert any("differs by" in d or "no score tie" in d for d in ref.details), ref.details
+    if encoder_quant == "int8":  # not the runtime's MatMulNBits fusion: fp32 compute disagrees as well
+        assert ref.details[0].startswith("hint: ") and ref.details[0].endswith("(fail)"), ref.details[0]

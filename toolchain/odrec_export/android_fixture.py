@@ -21,6 +21,7 @@ import numpy as np
 
 from . import artifact as A
 from .errors import OdrecError
+from .onnx_runtime import ort_session
 
 
 def session_lengths(max_len: int) -> list[int]:
@@ -34,9 +35,7 @@ def make_fixture(folder: str | Path, seed: int = 0, per_length: int = 2) -> dict
     manifest = A.validate(folder)
     items = A.read_items(folder)
     max_len = int(manifest["max_session_length"])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(folder / A.MODEL_FILE), opts, providers=["CPUExecutionProvider"])
+    session = ort_session(folder / A.MODEL_FILE, threads=1, inter_threads=None, log_level=None)
     rng = np.random.default_rng(seed)
     sessions = []
     for length in session_lengths(max_len):

@@ -24,7 +24,6 @@ why; callers must then report ARM as "not checked", never as passed.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import OdrecError
+from .files import file_sha256
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_SUITE = "bookworm"
@@ -214,14 +214,6 @@ class ArmRuntime:
 # --------------------------------------------------------------------------- provisioning
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _run(cmd: list[str], what: str, env: dict | None = None, cwd: Path | None = None) -> str:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=900)
@@ -271,7 +263,7 @@ def _deb_fields(deb: Path) -> dict:
     out = _run(["dpkg-deb", "-f", str(deb), "Package", "Version", "Architecture"], f"reading {deb.name}")
     fields = dict(line.split(": ", 1) for line in out.strip().splitlines())
     return {"package": fields["Package"], "version": fields["Version"], "arch": fields["Architecture"],
-            "sha256": _sha256(deb)}
+            "sha256": file_sha256(deb)}
 
 
 def _provision_into(work: Path, mirror: str, log) -> dict:
@@ -334,7 +326,7 @@ def _provision_into(work: Path, mirror: str, log) -> dict:
     info = {
         "onnxruntime": ort_version, "numpy": numpy_version, "debian": f"{mirror} {DEBIAN_SUITE}",
         "qemu": _deb_fields(qemu_deb), "debs": [_deb_fields(d) for d in debs],
-        "wheels": [{"file": w.name, "sha256": _sha256(w)} for w in wheels],
+        "wheels": [{"file": w.name, "sha256": file_sha256(w)} for w in wheels],
     }
     # The downloads are not needed once unpacked (their names and sha256 stay in runtime.json).
     for d in ("apt", "qemu-deb", "wheels"):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UsageError
 from .files import atomic_write, file_sha256
 
 FORMAT = "odrec-export-checkpoint"
@@ -120,3 +120,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: unknown checkpoint kind {payload['kind']!r}")
     return Checkpoint(kind=payload["kind"], config=payload["config"], vocab=payload["vocab"],
                       state_dict=payload["state_dict"], provenance=payload["provenance"])
+
+
+def check_no_full_table(state_dict: dict, num_items: int) -> None:
+    """A student checkpoint must not carry an N×d float table (the teacher's or a composed one)."""
+    for name, t in state_dict.items():
+        if t.is_floating_point() and t.dim() == 2 and t.shape[0] in (num_items, num_items + 1):
+            raise UsageError(f"student state holds a full item table '{name}' {tuple(t.shape)}")

@@ -78,7 +78,7 @@ def _describe(folder: Path) -> dict:
     return d
 
 
-def compare(folders: Sequence[str | Path], *, runs: int = 300, warmup: int = 30, threads=(1, 2),
+def compare_artifacts(folders: Sequence[str | Path], *, runs: int = 300, warmup: int = 30, threads=(1, 2),
             seq_lens=(10, 50), memory_runs: int = 100, seed: int = 0,
             trace: Optional[Callable[[int, int, int, int], None]] = None) -> dict:
     """Compare artifacts side by side; ratios are against ``folders[0]``.
@@ -86,7 +86,7 @@ def compare(folders: Sequence[str | Path], *, runs: int = 300, warmup: int = 30,
     ``trace(threads, seq_len, run, index)`` (optional) is called before every timed or warm-up run of
     artifact ``index``: the order the runs took, for tests.
     """
-    from .export import ort_session
+    from .onnx_runtime import ort_session
 
     folders = [Path(f) for f in folders]
     if len(folders) < 2:
@@ -168,7 +168,7 @@ def _cell(value, ratio, fmt: str) -> str:
     return text if ratio is None else f"{text} ({ratio:.2f}x)"
 
 
-def format_compare(r: dict) -> str:
+def format_artifact_comparison(r: dict) -> str:
     arts = r["artifacts"]
     rows: list[tuple[str, list[str]]] = [("", [a["label"] for a in arts])]
 

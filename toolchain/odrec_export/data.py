@@ -21,11 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from .errors import DataError
+from .errors import CheckpointError, DataError, UsageError
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
 
 PAD = 0
 SESSION_COLUMNS = ("session_id", "sessionid", "session", "sid")
@@ -383,15 +386,33 @@ def load_sessions(path: str | Path, protocol: ClickLogProtocol | None = None) ->
     raise DataError(f"{path}: no such file or directory")
 
 
-def encode_samples(samples: Sequence[Sample], num_items: int, source: str = "data") -> list[Sample]:
-    """Check that every index of externally given samples lies in 1..num_items."""
-    for no, (prefix, target) in enumerate(samples, 1):
-        if not prefix:
-            raise DataError(f"{source}: sample {no} has an empty session")
-        bad = [i for i in prefix + [target] if not 1 <= i <= num_items]
-        if bad:
-            raise DataError(f"{source}: sample {no} has item index {bad[0]} outside 1..{num_items}")
-    return list(samples)
+def remap_samples(samples: Sequence[Sample], source: Vocabulary, target: Vocabulary) -> tuple[list[Sample], int]:
+    """Re-index samples from one vocabulary to another through raw ids.
+
+    Items unknown to ``target`` are dropped from prefixes; samples whose target is unknown, or whose
+    prefix becomes empty, are skipped and counted.
+    """
+    if source == target:
+        return list(samples), 0
+    out, skipped = [], 0
+    for prefix, t in samples:
+        new_t = target.index(source.raw(t))
+        new_p = [i for i in (target.index(source.raw(x)) for x in prefix) if i]
+        if new_t and new_p:
+            out.append((new_p, new_t))
+        else:
+            skipped += 1
+    return out, skipped
+
+
+def remap_samples_or_fail(samples: Sequence[Sample], source: Vocabulary, target: Vocabulary, *, where,
+                          what: str = "test sample", known_by: str = "the checkpoint") -> tuple[list[Sample], int]:
+    """``remap_samples``, refusing a result with no sample left: DataError
+    ``"<where>: no <what> whose items <known_by> knows"``."""
+    out, skipped = remap_samples(samples, source, target)
+    if not out:
+        raise DataError(f"{where}: no {what} whose items {known_by} knows")
+    return out, skipped
 
 
 def load_like_checkpoint(path: str | Path, protocol: ClickLogProtocol | None, provenance: dict) -> SessionData:
@@ -417,3 +438,21 @@ def load_like_checkpoint(path: str | Path, protocol: ClickLogProtocol | None, pr
         raise DataError(f"{path}: no split of the latest sessions gives the checkpoint's {want} validation "
                         "samples (other data?); pass --valid-fraction")
     return load_sessions(path, replace(protocol, valid_fraction=n / len(sessions)))
+
+
+def check_vocabulary(ckpt: Checkpoint, data: SessionData, path, role: str) -> None:
+    """Refuse a checkpoint whose items are not ``data``'s."""
+    if Vocabulary(ckpt.vocab) != data.vocab:
+        raise CheckpointError(f"{path}: the {role}'s vocabulary ({len(ckpt.vocab)} items) is not the one "
+                              f"of {data.source} ({data.num_items} items)")
+
+
+def check_same_split(ckpt: Checkpoint, data: SessionData, path) -> None:
+    """Refuse a validation split other than the one the checkpoint was selected on (it would then be
+    fitted or selected on samples it trained on)."""
+    trained_on = ckpt.provenance.get("data_report", {}).get("valid_samples")
+    if trained_on is not None and trained_on != len(data.valid_samples):
+        raise UsageError(f"{path} was selected on {trained_on} validation samples, this split has "
+                         f"{len(data.valid_samples)}: pass the --valid-fraction it was trained with")
+    if not data.valid_samples:
+        raise UsageError(f"{data.source}: no validation samples (--valid-fraction is 0)")

@@ -41,15 +41,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import compressors, parallel
-from .checkpoint import Checkpoint, file_sha256, load_checkpoint
-from .data import SessionData, Vocabulary
-from .errors import CheckpointError, UsageError
+from .checkpoint import Checkpoint, check_no_full_table
+from .data import SessionData
+from .errors import UsageError
 from .evaluate import evaluate_model
 from .compressors.base import ItemTable
 from .models.encoder import EncoderConfig, SessionEncoder
 from .models.recommender import SessionRecommender
-from .models.registry import model_from_checkpoint
-from .repeat_fit import without_repeat_bonus
+from .loading import StudentStart
 from .sampled import Negatives, candidate_log_probs, candidates, sampled_cross_entropy
 from .train import Progress, TrainConfig, environment, no_progress, param_groups, run_epochs
 
@@ -223,13 +222,6 @@ def item_bytes(student: SessionRecommender) -> dict:
     return {**out, **items.bytes_report(parts)}
 
 
-def check_no_full_table(state_dict: dict, num_items: int) -> None:
-    """A student checkpoint must not carry an N×d float table (the teacher's or a composed one)."""
-    for name, t in state_dict.items():
-        if t.is_floating_point() and t.dim() == 2 and t.shape[0] in (num_items, num_items + 1):
-            raise UsageError(f"student state holds a full item table '{name}' {tuple(t.shape)}")
-
-
 def student_checkpoint(student: SessionRecommender, config: dict, data: SessionData, teacher_info: dict,
                        fit_report: dict, train_cfg: TrainConfig, cfg: DistillConfig, history: dict,
                        wall: float, complete: bool = True, init_info: dict | None = None) -> Checkpoint:
@@ -314,67 +306,3 @@ def train_student(data: SessionData, teacher: SessionRecommender, teacher_info: 
     ckpt = student_checkpoint(student, config, data, teacher_info, fit_report, train_cfg, cfg,
                               history, time.time() - t0, init_info=init_info)
     return student, ckpt
-
-
-def checkpoint_for(path, data: SessionData, role: str, fits: Callable[[Checkpoint], bool]) -> Checkpoint:
-    """The checkpoint at ``path``, refused unless it is a ``role`` (``fits``) over ``data``'s vocabulary.
-    A repeat bonus is left out: it was fitted to the scores this training is about to change."""
-    ckpt = without_repeat_bonus(load_checkpoint(path))
-    if not fits(ckpt):
-        raise CheckpointError(f"{path}: not a {role} checkpoint (kind {ckpt.kind!r}, "
-                              f"compressor {ckpt.config.get('compressor')!r})")
-    check_vocabulary(ckpt, data, path, role)
-    return ckpt
-
-
-def check_vocabulary(ckpt: Checkpoint, data: SessionData, path, role: str) -> None:
-    """Refuse a checkpoint whose items are not ``data``'s."""
-    if Vocabulary(ckpt.vocab) != data.vocab:
-        raise CheckpointError(f"{path}: the {role}'s vocabulary ({len(ckpt.vocab)} items) is not the one "
-                              f"of {data.source} ({data.num_items} items)")
-
-
-def check_same_split(ckpt: Checkpoint, data: SessionData, path) -> None:
-    """Refuse a validation split other than the one the checkpoint was selected on (it would then be
-    fitted or selected on samples it trained on)."""
-    trained_on = ckpt.provenance.get("data_report", {}).get("valid_samples")
-    if trained_on is not None and trained_on != len(data.valid_samples):
-        raise UsageError(f"{path} was selected on {trained_on} validation samples, this split has "
-                         f"{len(data.valid_samples)}: pass the --valid-fraction it was trained with")
-    if not data.valid_samples:
-        raise UsageError(f"{data.source}: no validation samples (--valid-fraction is 0)")
-
-
-def load_teacher(path, data: SessionData) -> tuple[SessionRecommender, dict]:
-    """A teacher checkpoint for ``data``: the model and the provenance a student records about it."""
-    ckpt = checkpoint_for(path, data, "teacher",
-                          lambda c: c.kind == "teacher" and c.config.get("compressor", compressors.UNCOMPRESSED) == compressors.UNCOMPRESSED)
-    info = teacher_provenance(ckpt)
-    info.update({"checkpoint": str(path), "checkpoint_sha256": file_sha256(path),
-                 "same_data_as_student": ckpt.provenance.get("data_sha256") == data.data_sha256})
-    return model_from_checkpoint(ckpt, str(path)), info
-
-
-@dataclass
-class StudentStart:
-    """A saved student to continue distilling: the model, its config and fitting report, and where it came from."""
-    model: SessionRecommender
-    config: dict
-    fit_report: dict
-    info: dict
-
-
-def load_student(path, data: SessionData) -> StudentStart:
-    """A student checkpoint for ``data``, to continue (e.g. a stopped or finished KD run)."""
-    ckpt = checkpoint_for(path, data, "student", lambda c: c.kind == "student")
-    prov = ckpt.provenance
-    fit_report = prov.get("code_learning", prov.get("item_fit", {}))
-    info = {"checkpoint": str(path), "checkpoint_sha256": file_sha256(path), "best_epoch": prov.get("best_epoch"),
-            "complete": prov.get("complete"), "test_metrics": prov.get("test_metrics")}
-    return StudentStart(model_from_checkpoint(ckpt, str(path)), ckpt.config, fit_report, info)
-
-
-def teacher_provenance(ckpt: Checkpoint) -> dict:
-    """What a student records about its teacher (never the teacher's weights)."""
-    return {"checkpoint": None, "data_sha256": ckpt.provenance.get("data_sha256"), "config": ckpt.config,
-            "best_epoch": ckpt.provenance.get("best_epoch"), "test_metrics": ckpt.provenance.get("test_metrics")}

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data import Sample, Vocabulary, pad_batch
+from .data import Sample, pad_batch
 from .metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
 from .models.recommender import SessionRecommender
 
@@ -56,22 +56,3 @@ def breakdown(ranks: np.ndarray, samples: Sequence[Sample], item_counts: np.ndar
     groups += [("target already in the session", repeat), ("target new to the session", ~repeat)]
     return [{"group": name, "samples": int(mask.sum()), "share": float(mask.mean()),
              **metrics_from_ranks(ranks[mask], ks)} for name, mask in groups if mask.any()]
-
-
-def remap_samples(samples: Sequence[Sample], source: Vocabulary, target: Vocabulary) -> tuple[list[Sample], int]:
-    """Re-index samples from one vocabulary to another through raw ids.
-
-    Items unknown to ``target`` are dropped from prefixes; samples whose target is unknown, or whose
-    prefix becomes empty, are skipped and counted.
-    """
-    if source == target:
-        return list(samples), 0
-    out, skipped = [], 0
-    for prefix, t in samples:
-        new_t = target.index(source.raw(t))
-        new_p = [i for i in (target.index(source.raw(x)) for x in prefix) if i]
-        if new_t and new_p:
-            out.append((new_p, new_t))
-        else:
-            skipped += 1
-    return out, skipped

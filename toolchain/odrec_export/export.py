@@ -42,6 +42,7 @@ from .errors import OdrecError, UsageError
 from .freeze import FrozenModel
 from .graph import Graph
 from .heads.tail import ScoringTail
+from .onnx_runtime import ort_session
 from .quantise import quantise_rows
 
 OPSET = 18
@@ -312,7 +313,7 @@ def prefix_model(model: onnx.ModelProto) -> onnx.ModelProto:
     return prefix
 
 
-def build_model(frozen: FrozenModel, opts: BuildOptions) -> tuple[onnx.ModelProto, list[str]]:
+def build_onnx_model(frozen: FrozenModel, opts: BuildOptions) -> tuple[onnx.ModelProto, list[str]]:
     """The complete, checked model and notes on each simplification pass."""
     encoder, enc_note = export_encoder(frozen, simplify=opts.simplify, quant=opts.encoder_quant)
     model = assemble(frozen, encoder, opts)
@@ -329,21 +330,6 @@ def build_model(frozen: FrozenModel, opts: BuildOptions) -> tuple[onnx.ModelProt
 
 
 # --------------------------------------------------------------------------- evaluation through onnxruntime
-
-
-def ort_session(model: onnx.ModelProto | str | Path, threads: int = 1, spin: bool = True, **session_kwargs):
-    """onnxruntime CPU session. ``spin=False`` stops idle worker threads from spin-waiting: benchmarks
-    that keep several multi-threaded sessions open use it, or the idle ones steal the cores."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    if not spin:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"], **session_kwargs)
 
 
 def evaluate_onnx(session, samples, max_len: int, ks=(5, 10, 20), batch_size: int = 256, progress=None) -> dict:
@@ -369,14 +355,11 @@ def evaluate_onnx(session, samples, max_len: int, ks=(5, 10, 20), batch_size: in
 
 def _eval_block(frozen: FrozenModel, model: onnx.ModelProto, fp32_model, data_path: Path, progress=None) -> dict:
     """Metrics of ``model`` and, when ``fp32_model`` (a callable building it) is given, of the fp32 graph."""
-    from .data import Vocabulary, load_sessions
-    from .errors import DataError
-    from .evaluate import remap_samples
+    from .data import Vocabulary, load_sessions, remap_samples_or_fail
 
     sessions = load_sessions(data_path)
-    samples, skipped = remap_samples(sessions.test_samples, sessions.vocab, Vocabulary(frozen.vocab))
-    if not samples:
-        raise DataError(f"{data_path}: no test sample whose items the checkpoint knows")
+    samples, skipped = remap_samples_or_fail(sessions.test_samples, sessions.vocab, Vocabulary(frozen.vocab),
+                                             where=data_path)
     block = {"data": Path(data_path).name, "data_sha256": sessions.data_sha256, "samples": len(samples),
              "skipped_unknown_items": skipped, "metrics": evaluate_onnx(ort_session(model), samples, frozen.max_len, progress=progress)}
     if fp32_model is not None:
@@ -393,15 +376,9 @@ def _eval_block(frozen: FrozenModel, model: onnx.ModelProto, fp32_model, data_pa
 def _write_ort(folder: Path) -> None:
     """model.ort for onnxruntime-mobile, converted with constant folding off (it would re-inflate the
     compact tables into big ones)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    so.optimized_model_filepath = str(folder / A.ORT_FILE)
-    so.add_session_config_entry("session.save_model_format", "ORT")
-    so.log_severity_level = 3
-    ort.InferenceSession(str(folder / A.MODEL_FILE), so, providers=["CPUExecutionProvider"],
-                         disabled_optimizers=["ConstantFolding"])
+    ort_session(folder / A.MODEL_FILE, threads=None, inter_threads=None, optimization="basic",
+                optimized_path=folder / A.ORT_FILE, config={"session.save_model_format": "ORT"},
+                disabled_optimizers=["ConstantFolding"])
 
 
 def _library_versions() -> dict:
@@ -470,7 +447,7 @@ def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *
     if frozen.synthetic:
         log(f"note: {ckpt} is a {frozen.synthetic.get('note', 'synthetic catalogue')}; the manifest says so")
     log(f"exporting encoder and {frozen.compressor} item head ...")
-    model, notes = build_model(frozen, opts)
+    model, notes = build_onnx_model(frozen, opts)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     tmp.chmod(0o755)
@@ -486,7 +463,7 @@ def build(ckpt: str | Path, out: str | Path, opts: BuildOptions | None = None, *
         if eval_data is not None:
             log("evaluating the built graph through onnxruntime ...")
             def build_fp32():
-                return build_model(frozen, BuildOptions(quant="fp32", top_k=opts.top_k, simplify=opts.simplify,
+                return build_onnx_model(frozen, BuildOptions(quant="fp32", top_k=opts.top_k, simplify=opts.simplify,
                                                         expand_top=opts.expand_top))[0]
 
             quantised = (compressor.quantises and opts.quant != "fp32") or opts.encoder_quant != "fp32"

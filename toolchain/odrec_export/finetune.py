@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from . import compressors, parallel
-from .checkpoint import Checkpoint, file_sha256, load_checkpoint
-from .data import SessionData
-from .distill import check_no_full_table, check_same_split, check_vocabulary
+from .checkpoint import Checkpoint, check_no_full_table, load_checkpoint
+from .data import SessionData, check_same_split, check_vocabulary
 from .errors import UsageError
 from .evaluate import evaluate_model
+from .files import file_sha256
 from .models.recommender import SessionRecommender
 from .models.registry import model_from_checkpoint
 from .models.repeat import CONFIG_KEY as REPEAT_KEY

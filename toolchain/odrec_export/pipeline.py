@@ -95,7 +95,7 @@ def _train_teacher(sessions, config, encoder: dict, init, *, progress, log: Log,
 
     start = None
     if init is not None:
-        from .distill import load_teacher
+        from .loading import load_teacher
         start = load_teacher(init, sessions)
     _, ckpt = train_teacher(sessions, encoder, config, progress=progress, log=log, save=save, init=start)
     return ckpt
@@ -103,7 +103,8 @@ def _train_teacher(sessions, config, encoder: dict, init, *, progress, log: Log,
 
 def _train_student(sessions, config, encoder: dict, compressor: str, teacher, init, options: dict, kd,
                    distill: dict, *, progress, log: Log, save):
-    from .distill import distill_config, load_student, load_teacher, teacher_provenance, train_student
+    from .distill import distill_config, train_student
+    from .loading import load_student, load_teacher, teacher_provenance
     from .errors import UsageError
     from .train import train_teacher
 
@@ -136,9 +137,8 @@ def evaluate(ckpt, data, *, protocol=None, device: str = "cpu", breakdown: bool 
     import numpy as np
 
     from .checkpoint import load_checkpoint
-    from .data import Vocabulary
-    from .errors import DataError
-    from .evaluate import breakdown as group_metrics, remap_samples, sample_ranks
+    from .data import Vocabulary, remap_samples_or_fail
+    from .evaluate import breakdown as group_metrics, sample_ranks
     from .metrics import metrics_from_ranks
     from .models.registry import model_from_checkpoint
     from .train import resolve_device
@@ -146,9 +146,8 @@ def evaluate(ckpt, data, *, protocol=None, device: str = "cpu", breakdown: bool 
     checkpoint = load_checkpoint(ckpt)
     model = model_from_checkpoint(checkpoint, str(ckpt)).to(resolve_device(device))
     sessions = load_split_like(checkpoint, data, protocol)
-    samples, skipped = remap_samples(sessions.test_samples, sessions.vocab, Vocabulary(checkpoint.vocab))
-    if not samples:
-        raise DataError(f"{data}: no test sample whose items the checkpoint knows")
+    samples, skipped = remap_samples_or_fail(sessions.test_samples, sessions.vocab, Vocabulary(checkpoint.vocab),
+                                             where=data)
     max_len = model.encoder.cfg.max_len
     ranks = sample_ranks(model, samples, max_len=max_len, device=device, progress=progress)
     metrics = metrics_from_ranks(ranks)
@@ -181,7 +180,8 @@ def repeat_bonus(ckpt, data, out, *, metric: Optional[str] = None, protocol=None
     (``metric``: the one to maximise, default ``fit_repeat_bonus``'s) and write the result to ``out``
     (may be ``ckpt``); returns the fit's report."""
     from .checkpoint import load_checkpoint, save_checkpoint
-    from .distill import check_same_split, checkpoint_for
+    from .data import check_same_split
+    from .loading import checkpoint_for
     from .models.registry import model_from_checkpoint
     from .repeat_fit import fit_repeat_bonus, with_repeat_bonus
 
@@ -244,9 +244,9 @@ def bench(folders, *, compare: bool = False, runs: Optional[int] = None, warmup:
     if quick:
         settings.update(QUICK_BENCH)
     if compare:
-        from .compare import compare as run_compare
+        from .compare import compare_artifacts
 
-        return run_compare(folders, **settings)
+        return compare_artifacts(folders, **settings)
     if len(folders) != 1:
         raise UsageError(f"bench takes one artifact directory, got {len(folders)} "
                          "(use --compare DIR1 DIR2 ... to compare artifacts)")
@@ -258,9 +258,9 @@ def bench(folders, *, compare: bool = False, runs: Optional[int] = None, warmup:
 def format_bench(r: dict, *, compare: bool = False) -> str:
     """``bench``'s result as text."""
     if compare:
-        from .compare import format_compare
+        from .compare import format_artifact_comparison
 
-        return format_compare(r)
+        return format_artifact_comparison(r)
     from .report import format_bench as format_single
 
     return format_single(r)

@@ -157,14 +157,14 @@ def _status_kib(field: str) -> int:
 
 def _probe(model_path: str, threads: int, runs: int, seq_len: int, num_items: int) -> dict:
     """Runs inside the child: RSS growth from session creation and from ``runs`` inferences."""
-    import onnxruntime as ort
+    import onnxruntime  # noqa: F401  (loaded before the first reading, as the sessions below need it)
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
+    from .onnx_runtime import ort_session
+
     # onnxruntime's one-time initialisation (kernel registries, thread pool, allocators) is the same
     # for every model: pay it on a tiny graph first, so the figures below are the model's own cost.
     start = _status_kib("VmRSS")
-    warm = ort.InferenceSession(_warmup_graph(), so, providers=["CPUExecutionProvider"])
+    warm = ort_session(_warmup_graph(), threads=threads, inter_threads=1, log_level=3)
     for _ in range(10):
         warm.run(None, {"x": np.ones((1, 8), np.float32)})
     try:  # reset the high-water mark so VmHWM below is the peak of what follows
@@ -173,7 +173,7 @@ def _probe(model_path: str, threads: int, runs: int, seq_len: int, num_items: in
     except OSError:
         hwm_reset = False
     before = _status_kib("VmRSS")
-    session = ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
+    session = ort_session(model_path, threads=threads, inter_threads=1, log_level=3)
     after_load = _status_kib("VmRSS")
     n = num_items
     rng = np.random.default_rng(0)
@@ -302,7 +302,8 @@ def bench(folder: str | Path, *, runs: int = 300, warmup: int = 30, threads=(1, 
 
     import onnx
 
-    from .export import ort_session, prefix_model
+    from .export import prefix_model
+    from .onnx_runtime import ort_session
 
     folder = Path(folder)
     manifest = A.validate(folder)

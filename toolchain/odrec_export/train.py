@@ -315,7 +315,7 @@ def train_teacher(data: SessionData, enc: dict, cfg: TrainConfig, *, progress: P
 
     With ``save``, the best checkpoint so far is also handed to it after every improving epoch
     (provenance marked ``"complete": false``) and the final one at the end. ``init`` (a teacher
-    and its provenance, from ``distill.load_teacher``) continues training from its weights and
+    and its provenance, from ``loading.load_teacher``) continues training from its weights and
     architecture instead of a fresh model; ``enc`` is then ignored.
     """
     torch.manual_seed(cfg.seed)

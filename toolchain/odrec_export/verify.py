@@ -7,8 +7,8 @@ Checks, each reported per platform (see docs/parity.md for what "parity" means h
 2. contract (x86-64): outputs of onnxruntime on this host have the contract's shape, ids in 1..N,
    descending scores, no NaN, and the same answer twice; ort-format: model.ort, when present,
    answers like model.onnx;
-3. reference (x86-64): the PyTorch model from the checkpoint, with the same quantisation (the
-   exporter's own quantiser), against onnxruntime on this host;
+3. reference (x86-64): the PyTorch model from the checkpoint, with the same quantisation scheme
+   (computed here, independently of the exporter's quantiser), against onnxruntime on this host;
 4. arm64 (one row per CPU model): onnxruntime's aarch64 build under qemu against x86-64.
 
 Parity rule (the same for every comparison): scores at every rank within ``SCORE_RTOL`` × max(1, |top score|)
@@ -29,6 +29,7 @@ import numpy as np
 from . import artifact as A
 from . import compressors
 from .errors import OdrecError
+from .onnx_runtime import ort_session
 
 SCORE_RTOL = 1e-4
 DEFAULT_SESSIONS = 200
@@ -251,7 +252,7 @@ def _check_graph(check: Check, model, manifest: dict) -> None:
     else:
         check.fail(f"{A.MANIFEST_FILE}: unknown compressor {name!r} (known: {', '.join(compressors.names())})")
     try:
-        _session(model.SerializeToString())
+        ort_session(model, log_level=QUIET)
     except Exception as e:
         check.fail(f"{A.MODEL_FILE}: onnxruntime refuses it: {str(e).strip().splitlines()[0][:160]}")
 
@@ -303,8 +304,7 @@ def build_cases(num_items: int, max_len: int, real: list[list[int]], real_name: 
 
 def real_sessions(manifest: dict, items: list[str], data: Path | None, count: int) -> tuple[list[list[int]], str]:
     """Session prefixes (artifact indices) from --data, or random sessions over the id map."""
-    from .data import Vocabulary, load_sessions
-    from .evaluate import remap_samples
+    from .data import Vocabulary, load_sessions, remap_samples_or_fail
 
     rng = np.random.default_rng(0)
     num_items, max_len = len(items), int(manifest["max_session_length"])
@@ -317,11 +317,10 @@ def real_sessions(manifest: dict, items: list[str], data: Path | None, count: in
         raise VerifyInputError(f"--data: {e}") from None
     samples = sessions.test_samples or sessions.valid_samples or sessions.train_samples()
     try:
-        samples, _ = remap_samples(samples, sessions.vocab, Vocabulary(items))
+        samples, _ = remap_samples_or_fail(samples, sessions.vocab, Vocabulary(items), where=f"--data {data}",
+                                           what="session", known_by="the artifact")
     except OdrecError as e:
-        raise VerifyInputError(f"--data: {e}") from None
-    if not samples:
-        raise VerifyInputError(f"--data {data}: no session whose items the artifact knows")
+        raise VerifyInputError(str(e) if str(e).startswith("--data ") else f"--data: {e}") from None
     pick = rng.choice(len(samples), size=min(count, len(samples)), replace=False)
     return [samples[i][0] for i in sorted(pick)], "real sessions"
 
@@ -329,21 +328,14 @@ def real_sessions(manifest: dict, items: list[str], data: Path | None, count: in
 # --------------------------------------------------------------------------- running and comparing
 
 
-def _session(model: bytes | str, config: dict | None = None):
-    """onnxruntime CPU, one thread (bitwise results may change with the thread count)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    opts.log_severity_level = 4  # failures are reported in the table, not as onnxruntime log lines
-    for key, value in (config or {}).items():
-        opts.add_session_config_entry(key, value)
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+QUIET = 4  # onnxruntime's log level here: failures are reported in the table, not as its log lines
 
 
 def run_host(model_path: Path, cases: list[Case], config: dict | None = None) -> list:
     """Outputs per case ({name: array}), or the error text where onnxruntime failed on that input."""
-    sess = _session(str(model_path), config)  # a path, so that onnxruntime tells .ort from .onnx
+    # one thread (bitwise results may change with the thread count); a path, so that onnxruntime tells
+    # .ort from .onnx
+    sess = ort_session(model_path, threads=1, inter_threads=1, log_level=QUIET, config=config)
     names = [o.name for o in sess.get_outputs()]
     if not {A.OUTPUT_IDS, A.OUTPUT_SCORES} <= set(names):
         return [f"outputs are {names}, not {A.OUTPUT_IDS} and {A.OUTPUT_SCORES}"] * len(cases)
@@ -369,7 +361,8 @@ class Agreement:
         return text + (f", {self.tie_swaps} tie swaps" if self.tie_swaps else "")
 
 
-def compare(case: Case, ref_ids, ref_scores, ids, scores, agreement: Agreement, rtol: float = SCORE_RTOL) -> None:
+def accumulate_parity(case: Case, ref_ids, ref_scores, ids, scores, agreement: Agreement,
+                      rtol: float = SCORE_RTOL) -> None:
     """Accumulate the parity rule for one batch into ``agreement`` (see the module docstring)."""
     if ids.shape != ref_ids.shape or scores.shape != ref_scores.shape:
         agreement.problems.append(f"{case.name}: output shape {ids.shape} != {ref_ids.shape}")
@@ -445,7 +438,8 @@ def _parity_check(name: str, platform_key: str, label: str, cases, reference: li
         if isinstance(ref, str):  # the side compared against failed; the contract row says why
             check.fail(f"{case.name}: not compared, the reference side failed")
             continue
-        compare(case, ref[A.OUTPUT_IDS], ref[A.OUTPUT_SCORES], out[A.OUTPUT_IDS], out[A.OUTPUT_SCORES], agreement)
+        accumulate_parity(case, ref[A.OUTPUT_IDS], ref[A.OUTPUT_SCORES], out[A.OUTPUT_IDS], out[A.OUTPUT_SCORES],
+                          agreement)
     check.max_score_diff, check.topk = agreement.max_diff, agreement.summary()
     for p in agreement.problems[:10]:
         check.fail(p)
@@ -557,16 +551,14 @@ class ReferenceMismatch(Exception):
 
 
 def _quantise_encoder_like_graph(encoder, graph) -> None:
-    """Give every nn.Linear whose weight the graph stores as int8 the exporter's int8 round trip.
+    """Give every nn.Linear whose weight the graph stores as int8 verify's own int8 round trip.
 
     The graph says *which* weights are int8 (``<name>_int8`` + ``<name>_scale``, W as in × out, one
-    scale per output column); the values come from the checkpoint through the exporter's quantiser,
-    so a tampered weight still shows up as a parity failure.
+    scale per output column); the values come from the checkpoint through ``int8_round_trip`` (not the
+    exporter's quantiser), so a tampered weight or a wrong quantiser still shows up as a parity failure.
     """
     import torch
     from onnx import numpy_helper
-
-    from .quantise import quantise_rows
 
     inits = {t.name: t for t in graph.graph.initializer}
     stored = [(n, numpy_helper.to_array(inits[n]).astype(np.float32), numpy_helper.to_array(inits[n[:-5] + "_scale"]))
@@ -576,9 +568,8 @@ def _quantise_encoder_like_graph(encoder, graph) -> None:
         w = lin.weight.detach().float().numpy()  # out × in
         for name, q, scale in stored:
             if name not in matched and q.shape == w.T.shape and np.all(np.abs(q * scale - w.T) <= 0.51 * scale + 1e-7):
-                wq, ws = quantise_rows(np.ascontiguousarray(w))
                 with torch.no_grad():
-                    lin.weight.copy_(torch.from_numpy(wq.astype(np.float32) * ws[:, None]))
+                    lin.weight.copy_(int8_round_trip(lin.weight))  # one scale per output unit (row)
                 matched.add(name)
                 break
     if len(matched) != len(stored):
@@ -607,16 +598,25 @@ def _round_encoder_like_graph(encoder, graph) -> None:
                                 f"layer of the checkpoint ({matched}/{len(stored)} matched)")
 
 
-def quantised_rows(rows, quant: str):
-    """Rows (a rows × d tensor, e.g. codebooks) after the artifact's quantisation round trip."""
+def int8_round_trip(rows):
+    """``rows`` (R × C tensor) after the artifact's int8 scheme, computed here on purpose rather than with
+    the exporter's ``quantise.quantise_rows``, so that a fault in that quantiser cannot hide itself:
+    symmetric, one scale per row = max|row| / 127 (1 for an all-zero row), values rounded half to even
+    and clipped to [-127, 127], then dequantised (values × scale) in float32."""
     import torch
 
-    from .quantise import quantise_rows
+    rows = rows.detach().to(torch.float32)
+    amax = rows.abs().amax(dim=1)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    values = torch.clamp(torch.round(rows / scale[:, None]), -127, 127)  # torch.round: half to even
+    return values * scale[:, None]
 
+
+def quantised_rows(rows, quant: str):
+    """Rows (R × C tensor, e.g. codebooks) after the artifact's quantisation round trip (verify's own)."""
     if quant != "int8":
         raise VerifyInputError(f"manifest quantisation {quant!r}: verify knows int8 and fp32")
-    q, scale = quantise_rows(rows.float().numpy())
-    return torch.from_numpy(q.astype(np.float32) * scale[:, None])
+    return int8_round_trip(rows)
 
 
 # --------------------------------------------------------------------------- the whole verification
