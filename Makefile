@@ -41,7 +41,7 @@ demo-train: $(VENV)/.installed
 	  echo $(SHARED)/diginetica_sample/sample_train-item-views.csv > $(DEMO)/data_path; \
 	else \
 	  echo "demo data: SYNTHETIC sessions (../shared not found)"; \
-	  $(PY) -m odrec_export.synthetic $(DEMO)/synthetic > $(DEMO)/data_path; \
+	  $(PY) -m odrec_export.data.synthetic $(DEMO)/synthetic > $(DEMO)/data_path; \
 	fi
 	$(CLI) train --data $$(cat $(DEMO)/data_path) --out $(DEMO)/teacher.pt --epochs 5 --dim 64
 	$(CLI) eval --ckpt $(DEMO)/teacher.pt --data $$(cat $(DEMO)/data_path)

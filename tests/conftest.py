@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from odrec_export.code_learning import residual_kmeans
+from odrec_export.train.code_learning import residual_kmeans
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DIGINETICA = SHARED / "diginetica_sample" / "sample_train-item-views.csv"
@@ -57,7 +56,7 @@ def fit_bonus_checkpoint(source: Path, samples, out: Path):
     """``source`` with a repeat bonus fitted on ``samples``, saved to ``out``: (model, fit report)."""
     from odrec_export.checkpoint import load_checkpoint, save_checkpoint
     from odrec_export.models.registry import model_from_checkpoint
-    from odrec_export.repeat_fit import fit_repeat_bonus, with_repeat_bonus
+    from odrec_export.train.repeat_fit import fit_repeat_bonus, with_repeat_bonus
 
     ckpt = load_checkpoint(source)
     model = model_from_checkpoint(ckpt)
@@ -70,7 +69,7 @@ def fit_bonus_checkpoint(source: Path, samples, out: Path):
 def diginetica():
     if not DIGINETICA.is_file():
         pytest.skip("../shared/data not beside the checkout")
-    from odrec_export.data import load_sessions
+    from odrec_export.data.sessions import load_sessions
 
     return load_sessions(DIGINETICA)
 
@@ -79,7 +78,7 @@ def diginetica():
 def tiny_checkpoints(tmp_path_factory, diginetica):
     """(teacher.pt, student.pt) paths: a 2-epoch d=32 teacher on the Diginetica sample and its codes student."""
     from odrec_export.checkpoint import save_checkpoint
-    from odrec_export.train import TrainConfig, train_teacher
+    from odrec_export.train.loop import TrainConfig, train_teacher
 
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("ckpts")

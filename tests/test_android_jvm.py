@@ -1,7 +1,7 @@
 """The Android demo's inference class on a desktop JVM (android_demo/jvm_test.sh).
 
 jvm_test.sh compiles android_demo's Recommender.java against onnxruntime Java 1.17 (linux-x64),
-and checks its top-k ids and scores against Python onnxruntime (odrec_export.android_fixture) plus
+and checks its top-k ids and scores against Python onnxruntime (odrec_export.verify.android_fixture) plus
 the clear-error cases (corrupted model, mismatched items.txt / manifest). It needs a JDK; the first
 run fetches onnxruntime Java from PyPI into android_demo/.cache (pinned sha256).
 """
@@ -119,7 +119,7 @@ def test_jvm_test_fails_when_java_and_python_disagree(tmp_path):
     art = contract_artifact(tmp_path / "art", seed=0)
     other = contract_artifact(tmp_path / "other", seed=1)
     fixture = tmp_path / "other.json"
-    subprocess.run([sys.executable, "-m", "odrec_export.android_fixture", str(other), str(fixture)],
+    subprocess.run([sys.executable, "-m", "odrec_export.verify.android_fixture", str(other), str(fixture)],
                    cwd=ROOT, check=True, capture_output=True)
     rc, out, (passed, failed) = run_jvm_test(art, fixture)
     assert rc != 0, out

@@ -13,9 +13,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from odrec_export.verify.arm_runtime import CPU_MODELS, ArmUnavailable, default_cache_dir, provision
 from onnx import TensorProto, helper, numpy_helper
-
-from odrec_export.arm_runtime import (CPU_MODELS, ArmUnavailable, default_cache_dir, provision)
 
 REPO = Path(__file__).resolve().parents[1]
 

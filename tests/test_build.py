@@ -3,21 +3,19 @@ optimisations, determinism, atomicity and one-line errors. Real data: the Digine
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import numpy_helper
-
 from conftest import DIGINETICA, assert_one_line_error, cli, needs_shared
-from odrec_export import artifact as A
 from odrec_export.checkpoint import load_checkpoint
-from odrec_export.data import pad_batch
+from odrec_export.data.sessions import pad_batch
 from odrec_export.export import BuildOptions, build
+from odrec_export.export import artifact as A
+from odrec_export.export.onnx_runtime import ort_session
 from odrec_export.models.registry import model_from_checkpoint
-from odrec_export.onnx_runtime import ort_session
-from odrec_export.verify import Agreement, Case, accumulate_parity
+from odrec_export.verify.parity import Agreement, Case, accumulate_parity
+from onnx import numpy_helper
 
 pytestmark = needs_shared
 

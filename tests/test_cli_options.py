@@ -8,7 +8,6 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
-
 from odrec_export import cli_options as O
 
 CLI = Path(O.__file__).with_name("cli.py")
@@ -19,12 +18,12 @@ def _dataclass_defaults(cls) -> dict:
 
 
 @pytest.mark.parametrize("module, name, target", [
-    ("train", "TrainConfig", "odrec_export.train:TrainConfig"),
+    ("train.loop", "TrainConfig", "odrec_export.train.loop:TrainConfig"),
     ("models.encoder", "EncoderConfig", "odrec_export.models.encoder:EncoderConfig"),
-    ("distill", "DistillConfig", "odrec_export.distill:DistillConfig"),
-    ("code_learning", "CodeLearningConfig", "odrec_export.code_learning:CodeLearningConfig"),
-    ("data", "ClickLogProtocol", "odrec_export.data:ClickLogProtocol"),
-    ("export", "BuildOptions", "odrec_export.export:BuildOptions"),
+    ("train.distill", "DistillConfig", "odrec_export.train.distill:DistillConfig"),
+    ("train.code_learning", "CodeLearningConfig", "odrec_export.train.code_learning:CodeLearningConfig"),
+    ("data.sessions", "ClickLogProtocol", "odrec_export.data.sessions:ClickLogProtocol"),
+    ("export.options", "BuildOptions", "odrec_export.export.options:BuildOptions"),
 ])
 def test_library_defaults_are_the_dataclasses(module, name, target):
     import importlib
@@ -34,10 +33,10 @@ def test_library_defaults_are_the_dataclasses(module, name, target):
 
 
 def test_library_defaults_of_functions():
-    from odrec_export.repeat_fit import fit_repeat_bonus
-    from odrec_export.verify import verify
+    from odrec_export.train.repeat_fit import fit_repeat_bonus
+    from odrec_export.verify.parity import verify
 
-    for fn, module in ((fit_repeat_bonus, "repeat_fit"), (verify, "verify")):
+    for fn, module in ((fit_repeat_bonus, "train.repeat_fit"), (verify, "verify.parity")):
         want = {n: p.default for n, p in inspect.signature(fn).parameters.items()
                 if p.default is not p.empty and not callable(p.default)}
         got = O.library_defaults(module, fn.__name__)
@@ -47,7 +46,7 @@ def test_library_defaults_of_functions():
 
 def test_command_defaults_are_the_library_defaults():
     from odrec_export import pipeline
-    from odrec_export.train import TrainConfig
+    from odrec_export.train.loop import TrainConfig
 
     signature = inspect.signature(__import__("odrec_export.cli", fromlist=["train"]).train)
     defaults = {n: p.default.default for n, p in signature.parameters.items()}

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from conftest import DIGINETICA, assert_one_line_error, cli, needs_shared
 
 
@@ -35,7 +34,7 @@ def test_train_then_eval_json(trained):
 
 @needs_shared
 def test_breakdown_groups_partition_the_samples(trained):
-    from odrec_export.data import load_sessions
+    from odrec_export.data.sessions import load_sessions
 
     r = cli("eval", "--ckpt", str(trained), "--data", str(DIGINETICA), "--json", "--breakdown")
     assert r.returncode == 0, r.stderr

@@ -2,10 +2,15 @@
 
 import pytest
 import torch
-
-from odrec_export.code_learning import (CodeLearningConfig, code_usage, compose, fit_codebooks, learn_codes,
-                                        residual_kmeans)
 from odrec_export.compressors.codes import CodesItemTable
+from odrec_export.train.code_learning import (
+    CodeLearningConfig,
+    code_usage,
+    compose,
+    fit_codebooks,
+    learn_codes,
+    residual_kmeans,
+)
 
 
 def test_code_usage_known_answer():
@@ -30,7 +35,7 @@ def test_fit_codebooks_recovers_an_exact_table():
 
 @pytest.fixture(scope="module")
 def teacher_and_data(tiny_checkpoints, diginetica):
-    from odrec_export.loading import load_teacher
+    from odrec_export.train.loading import load_teacher
 
     torch.set_num_threads(1)
     teacher, _ = load_teacher(tiny_checkpoints[0], diginetica)

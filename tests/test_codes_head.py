@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-
 from conftest import assert_one_line_error, cli, needs_shared
-from odrec_export import artifact as A
 from odrec_export.checkpoint import load_checkpoint
 from odrec_export.compressors.codes import CHUNK, group_codes, group_size, ungroup_codes
 from odrec_export.export import BuildOptions, build
-from odrec_export.onnx_runtime import ort_session
-from odrec_export.verify import verify
+from odrec_export.export import artifact as A
+from odrec_export.export.onnx_runtime import ort_session
+from odrec_export.verify.parity import verify
 
 
 def test_group_codes_round_trip_and_dtype():

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from odrec_export.checkpoint import check_no_full_table, file_sha256, load_checkpoint
-from odrec_export.data import load_sessions
-
 from conftest import SHARED
+from odrec_export.checkpoint import check_no_full_table, file_sha256, load_checkpoint
+from odrec_export.data.sessions import load_sessions
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 COMMITTED = sorted(MODELS.glob("*/student.pt"))

@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import assert_one_line_error, cli
-from odrec_export import artifact as A
-from odrec_export.compare import compare_artifacts, format_artifact_comparison
 from odrec_export.errors import UsageError
+from odrec_export.export import artifact as A
+from odrec_export.report.compare import compare_artifacts, format_artifact_comparison
 
 SETTINGS = {(1, 10), (1, 50), (2, 10), (2, 50)}
 

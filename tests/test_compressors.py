@@ -9,21 +9,19 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import numpy_helper
-
-from odrec_export import artifact as A
-from odrec_export.arm_runtime import default_cache_dir
-from odrec_export.checkpoint import load_checkpoint, save_checkpoint
-from odrec_export.distill import distill_config, train_student
-from odrec_export.evaluate import evaluate_model
-from odrec_export.export import BuildOptions, build
-from odrec_export.loading import load_teacher
-from odrec_export.models.registry import model_from_checkpoint
-from odrec_export.report import size_report
-from odrec_export.train import TrainConfig
-from odrec_export.verify import verify
-
 from conftest import REPO, assert_one_line_error, cli
+from odrec_export.checkpoint import load_checkpoint, save_checkpoint
+from odrec_export.export import BuildOptions, build
+from odrec_export.export import artifact as A
+from odrec_export.models.registry import model_from_checkpoint
+from odrec_export.report.measure import size_report
+from odrec_export.train.distill import distill_config, train_student
+from odrec_export.train.evaluate import evaluate_model
+from odrec_export.train.loading import load_teacher
+from odrec_export.train.loop import TrainConfig
+from odrec_export.verify.arm_runtime import default_cache_dir
+from odrec_export.verify.parity import verify
+from onnx import numpy_helper
 
 SETTINGS = {"tt": {"rank": 6}, "stt": {"rank": 6}, "cprec": {"blocks": [30, 120]}, "none": {}}
 

@@ -7,12 +7,10 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from onnx import TensorProto, helper, numpy_helper
-
-from odrec_export.graph import Graph
-from odrec_export.compressors.cprec import cprec_head
-from odrec_export.compressors.cprec import PAD_SCORE, BlockItemTable, blocks_for_ratio, count_params
+from odrec_export.compressors.cprec import PAD_SCORE, BlockItemTable, blocks_for_ratio, count_params, cprec_head
+from odrec_export.export.graph import Graph
 from odrec_export.models.encoder import SHARE_MODES, EncoderConfig, SessionEncoder
+from onnx import TensorProto, helper, numpy_helper
 
 N, D = 120, 16
 

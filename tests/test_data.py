@@ -4,12 +4,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from odrec_export.data import (ClickLogProtocol, Vocabulary, expand_prefixes, load_sessions, pad_batch,
-                               read_click_log, read_preprocessed)
-from odrec_export.errors import DataError
-
 from conftest import SHARED
+from odrec_export.data.sessions import (
+    ClickLogProtocol,
+    Vocabulary,
+    expand_prefixes,
+    load_sessions,
+    pad_batch,
+    read_click_log,
+    read_preprocessed,
+)
+from odrec_export.errors import DataError
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

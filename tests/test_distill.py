@@ -6,19 +6,24 @@ import sys
 
 import pytest
 import torch
-
-from odrec_export.checkpoint import load_checkpoint, save_checkpoint
-from odrec_export.code_learning import CodeLearningConfig, learn_codes
-from odrec_export.compressors.codes import codes_table
-from odrec_export.distill import (DistillConfig, Distiller, build_student, distill, hot_items, info_nce,
-                                  train_student)
-from odrec_export.errors import CheckpointError
-from odrec_export.evaluate import evaluate_model
-from odrec_export.loading import load_teacher
-from odrec_export.models.registry import model_from_checkpoint
-from odrec_export.train import SampleBatches, TrainConfig
-
 from conftest import DIGINETICA, needs_shared
+from odrec_export.checkpoint import load_checkpoint, save_checkpoint
+from odrec_export.compressors.codes import codes_table
+from odrec_export.errors import CheckpointError
+from odrec_export.models.registry import model_from_checkpoint
+from odrec_export.train.code_learning import CodeLearningConfig, learn_codes
+from odrec_export.train.distill import (
+    DistillConfig,
+    Distiller,
+    build_student,
+    distill,
+    hot_items,
+    info_nce,
+    train_student,
+)
+from odrec_export.train.evaluate import evaluate_model
+from odrec_export.train.loading import load_teacher
+from odrec_export.train.loop import SampleBatches, TrainConfig
 
 CODES = CodeLearningConfig(m=2, k=16, warmup_steps=50, steps=30, rec_pool=256, rec_batch=128)
 

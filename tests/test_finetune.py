@@ -6,13 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from odrec_export.checkpoint import load_checkpoint
-from odrec_export.finetune import finetune, load_for_finetune, new_target_loss
-from odrec_export.models.registry import model_from_checkpoint
-from odrec_export.train import TrainConfig
-
 from conftest import DIGINETICA, assert_one_line_error, cli, fit_bonus_checkpoint
+from odrec_export.checkpoint import load_checkpoint
+from odrec_export.models.registry import model_from_checkpoint
+from odrec_export.train.finetune import finetune, load_for_finetune, new_target_loss
+from odrec_export.train.loop import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("diginetica")
 

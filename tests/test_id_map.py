@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from odrec_export import id_map
-from odrec_export.id_map import IdMapError, decode, encode, integer_ids
+from odrec_export.export import id_map
+from odrec_export.export.id_map import IdMapError, decode, encode, integer_ids
 
 
 @pytest.mark.parametrize("ids, encoding", [

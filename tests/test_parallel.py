@@ -10,7 +10,6 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from conftest import DIGINETICA, cli, needs_shared
 
 pytestmark = needs_shared
@@ -19,11 +18,11 @@ ENC = {"dim": 16, "max_len": 10, "dropout": 0.0}
 
 
 def _one_step(loss: str, rank: int = 0, world: int = 1, port: int = 0, out: str = "") -> dict:
-    from odrec_export import parallel
-    from odrec_export.data import load_sessions
+    from odrec_export.data.sessions import load_sessions
     from odrec_export.models.encoder import EncoderConfig
     from odrec_export.models.registry import build_model
-    from odrec_export.train import TrainConfig, cross_entropy_loss, fit
+    from odrec_export.train import parallel
+    from odrec_export.train.loop import TrainConfig, cross_entropy_loss, fit
 
     torch.set_num_threads(1)
     if world > 1:
@@ -72,7 +71,7 @@ def test_two_processes_of_b_equal_one_process_of_2b(loss, tmp_path):
         settled = single["grad/" + name].abs() > 1e-6 if "grad/" + name in single else torch.ones_like(t, dtype=bool)
         assert torch.allclose(t[settled], double[name][settled], rtol=1e-5, atol=1e-6), name
     # the step did move the weights (the comparison above is not between two untouched models)
-    from odrec_export.data import load_sessions
+    from odrec_export.data.sessions import load_sessions
     from odrec_export.models.encoder import EncoderConfig
     from odrec_export.models.registry import build_model
     torch.manual_seed(0)

@@ -8,19 +8,17 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
-from odrec_export import artifact as A
+from conftest import DIGINETICA, assert_one_line_error, cli, fit_bonus_checkpoint
 from odrec_export.checkpoint import load_checkpoint
-from odrec_export.data import pad_batch
-from odrec_export.evaluate import sample_ranks
+from odrec_export.data.sessions import pad_batch
 from odrec_export.export import BuildOptions, build
-from odrec_export.loading import checkpoint_for
+from odrec_export.export import artifact as A
 from odrec_export.models.registry import model_from_checkpoint
 from odrec_export.models.repeat import RepeatBonus
-from odrec_export.repeat_fit import bucket_weights, ranks_with_bonus, session_slots
-from odrec_export.report import size_report
-
-from conftest import DIGINETICA, assert_one_line_error, cli, fit_bonus_checkpoint
+from odrec_export.report.measure import size_report
+from odrec_export.train.evaluate import sample_ranks
+from odrec_export.train.loading import checkpoint_for
+from odrec_export.train.repeat_fit import bucket_weights, ranks_with_bonus, session_slots
 
 
 @pytest.fixture(scope="module")

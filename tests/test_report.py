@@ -6,11 +6,10 @@ import json
 
 import numpy as np
 import onnx
-
 from conftest import cli, needs_shared
-from odrec_export import artifact as A
-from odrec_export.onnx_runtime import ort_session
-from odrec_export.report import baseline_graph, decode_item_table
+from odrec_export.export import artifact as A
+from odrec_export.export.onnx_runtime import ort_session
+from odrec_export.report.measure import baseline_graph, decode_item_table
 
 pytestmark = needs_shared
 
@@ -99,7 +98,7 @@ def test_computed_baseline_counts_reduced_encoder_weights_as_fp32(tiny_checkpoin
     4 bytes a value whatever precision the artifact stores, so fp32, fp16 and int8 encoders give
     (nearly) the same baseline; only node names and cast/dequantise nodes may differ."""
     from odrec_export.export import BuildOptions, build
-    from odrec_export.report import size_report
+    from odrec_export.report.measure import size_report
 
     baselines = {}
     for enc in ("fp32", "fp16", "int8"):

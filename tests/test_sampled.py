@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import needs_shared
-from odrec_export.errors import UsageError
 from odrec_export.compressors.codes import CodesItemTable
 from odrec_export.compressors.cprec import BlockItemTable
 from odrec_export.compressors.full_table import FullItemTable
-from odrec_export.sampled import NegativeSampler, Negatives, check_loss, sampled_cross_entropy
+from odrec_export.errors import UsageError
+from odrec_export.train.sampled import Negatives, NegativeSampler, check_loss, sampled_cross_entropy
 
 
 def test_every_item_as_a_negative_under_uniform_counts_is_the_full_softmax():
@@ -79,7 +78,7 @@ def test_cprec_and_bad_options_are_refused():
 def test_a_sampled_teacher_step_updates_only_the_rows_it_touched(diginetica):
     from odrec_export.models.encoder import EncoderConfig
     from odrec_export.models.registry import build_model
-    from odrec_export.train import TrainConfig, cross_entropy_loss, fit
+    from odrec_export.train.loop import TrainConfig, cross_entropy_loss, fit
 
     torch.manual_seed(0)
     model = build_model({"encoder": EncoderConfig(num_items=diginetica.num_items, dim=16, max_len=10).to_dict(),
@@ -100,10 +99,10 @@ def test_a_sampled_teacher_step_updates_only_the_rows_it_touched(diginetica):
 
 @needs_shared
 def test_a_sampled_distillation_step_never_builds_a_full_table(tiny_checkpoints, diginetica, monkeypatch):
-    from odrec_export.distill import Distiller, distill_config, hot_items
-    from odrec_export.loading import load_teacher
     from odrec_export.checkpoint import load_checkpoint
     from odrec_export.models.registry import model_from_checkpoint
+    from odrec_export.train.distill import Distiller, distill_config, hot_items
+    from odrec_export.train.loading import load_teacher
 
     teacher, _ = load_teacher(tiny_checkpoints[0], diginetica)
     student = model_from_checkpoint(load_checkpoint(tiny_checkpoints[1]))

@@ -8,12 +8,16 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from odrec_export.compressors.tensor_train import (
+    STTItemTable,
+    TTItemTable,
+    default_dim_shape,
+    default_item_shape,
+    stt_head,
+    tt_head,
+)
+from odrec_export.export.graph import Graph
 from onnx import TensorProto, helper, numpy_helper
-
-from odrec_export.graph import Graph
-from odrec_export.compressors.tensor_train import stt_head, tt_head
-from odrec_export.compressors.tensor_train import (STTItemTable, TTItemTable, default_dim_shape,
-                                             default_item_shape)
 
 N, D = 700, 16  # 701 rows → 27 × 26 = 702; d = 4 × 4
 KINDS = {"tt": (TTItemTable, tt_head, {"rank": 6}), "stt": (STTItemTable, stt_head, {"rank": 8, "t": 2})}

@@ -1,8 +1,7 @@
 """Model selection and batching in the training loop."""
 
 import torch
-
-from odrec_export.train import BestEpoch, TrainConfig, trim_padding
+from odrec_export.train.loop import BestEpoch, TrainConfig, trim_padding
 
 
 def test_best_epoch_keeps_the_best_weights_and_stops_after_patience():
@@ -33,8 +32,7 @@ def test_trim_padding_keeps_every_used_column():
 
 def test_max_batches_serves_a_random_subset_of_full_batches(diginetica):
     import torch
-
-    from odrec_export.train import SampleBatches
+    from odrec_export.train.loop import SampleBatches
 
     batches = SampleBatches(diginetica, 20)
     full = list(batches.batches(32, torch.Generator().manual_seed(0)))
@@ -46,9 +44,8 @@ def test_max_batches_serves_a_random_subset_of_full_batches(diginetica):
 
 def test_cosine_schedule_falls_from_the_set_rate_to_zero():
     import pytest
-
     from odrec_export.errors import UsageError
-    from odrec_export.train import lr_factor
+    from odrec_export.train.loop import lr_factor
 
     assert [lr_factor("cosine", d) for d in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.5, 0.0], abs=1e-12)
     assert lr_factor("constant", 0.7) == 1.0
@@ -57,7 +54,7 @@ def test_cosine_schedule_falls_from_the_set_rate_to_zero():
 
 
 def test_training_records_the_rate_each_epoch_ended_at(diginetica):
-    from odrec_export.train import TrainConfig, train_teacher
+    from odrec_export.train.loop import TrainConfig, train_teacher
 
     enc = {"dim": 16, "max_len": 10}
     runs = {s: train_teacher(diginetica, enc, TrainConfig(epochs=2, max_batches=4, lr_schedule=s), log=lambda _: None)[1]
@@ -71,7 +68,7 @@ def test_a_continuation_that_validates_worse_keeps_its_start(diginetica):
     """A run continued from a checkpoint (--init, finetune) returns its start when no epoch beats it."""
     from odrec_export.models.encoder import EncoderConfig
     from odrec_export.models.registry import build_model
-    from odrec_export.train import cross_entropy_loss, fit
+    from odrec_export.train.loop import cross_entropy_loss, fit
 
     torch.manual_seed(0)
     model = build_model({"encoder": EncoderConfig(num_items=diginetica.num_items, dim=16, max_len=10).to_dict(),

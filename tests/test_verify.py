@@ -15,13 +15,21 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
-
 from conftest import REPO, cli
-from odrec_export import artifact as A
-from odrec_export.arm_runtime import default_cache_dir
 from odrec_export.compressors.codes import ungroup_codes
-from odrec_export.verify import FAIL, NOT_CHECKED, PASS, Agreement, Case, VerifyInputError, accumulate_parity, verify
+from odrec_export.export import artifact as A
+from odrec_export.verify.arm_runtime import default_cache_dir
+from odrec_export.verify.parity import (
+    FAIL,
+    NOT_CHECKED,
+    PASS,
+    Agreement,
+    Case,
+    VerifyInputError,
+    accumulate_parity,
+    verify,
+)
+from onnx import numpy_helper
 
 FEW = 32  # sessions per verify run: enough rows to exercise every path, cheap on 2 cores
 
@@ -165,8 +173,7 @@ def test_manifest_claiming_another_quantisation_fails(damaged):
 
 @pytest.mark.parametrize("form", ["text", "binary"])
 def test_swapped_items_fail(built, tmp_path, form):
-    from odrec_export import id_map
-    from odrec_export.export import BuildOptions, build
+    from odrec_export.export import BuildOptions, build, id_map
 
     damaged = tmp_path / "artifact"
     build(built[1], damaged, BuildOptions(id_map=form))
@@ -336,12 +343,11 @@ def test_reference_does_not_share_the_exporters_quantiser(tiny_checkpoints, tmp_
     """An artifact built with a wrong quantiser fails the reference check: verify's int8 round trip is its
     own. The wrong one stays in place during verify too (in quantise.py and wherever the exporter took it
     from), so a verify that still called the exporter's quantiser would agree with it and pass."""
-    from odrec_export import export, quantise
-    from odrec_export.export import BuildOptions, build
     from odrec_export.compressors import codes
+    from odrec_export.export import BuildOptions, build, encoder, quantise
 
     wrong = _quantiser_with_scale_off_by(1.25)
-    for module in (quantise, export, codes):
+    for module in (quantise, encoder, codes):
         monkeypatch.setattr(module, "quantise_rows", wrong)
     _, student = tiny_checkpoints
     build(student, tmp_path / "a", BuildOptions(quant=quant, encoder_quant=encoder_quant))

@@ -12,9 +12,36 @@ from typing import Optional
 import typer
 
 from . import __version__, pipeline
-from .cli_options import (BENCH, BUILD, CKPT, CLICK_LOG, DATA, DEVICE, DISTILLATION, FINETUNE_TRAINING, INIT, ITEMS,
-                          MODEL, NPROC, REPEAT_FIT, SCALE, SPLIT, STUDENT, SYNTH_CATALOGUE, SYNTH_DATA, TRAINING,
-                          VALID, VERIFY, Opt, choice, command_options, default_of, existing, opt, pick)
+from .cli_options import (
+    BENCH,
+    BUILD,
+    CKPT,
+    CLICK_LOG,
+    DATA,
+    DEVICE,
+    DISTILLATION,
+    FINETUNE_TRAINING,
+    INIT,
+    ITEMS,
+    MODEL,
+    NPROC,
+    REPEAT_FIT,
+    SCALE,
+    SPLIT,
+    STUDENT,
+    SYNTH_CATALOGUE,
+    SYNTH_DATA,
+    TRAINING,
+    VALID,
+    VERIFY,
+    Opt,
+    choice,
+    command_options,
+    default_of,
+    existing,
+    opt,
+    pick,
+)
 from .errors import OdrecError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
@@ -82,7 +109,7 @@ def _logged_progress(it, total: int, label: str):
 def _relaunched(nproc: int, device: str) -> bool:
     """With --nproc N > 1 (and not already under torchrun): run this command in N processes, True.
     Under torchrun: join its process group; the processes other than rank 0 print nothing."""
-    from . import parallel
+    from .train import parallel
 
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         code = parallel.launch(nproc, parallel.without_nproc(sys.argv[1:]))
@@ -97,14 +124,14 @@ def _relaunched(nproc: int, device: str) -> bool:
 def _protocol(options: dict):
     """The data protocol from the command's click-log options; a ``valid_fraction`` of None stays None
     (``pipeline.load_split_like`` then splits like the checkpoint's run)."""
-    from .data import ClickLogProtocol
+    from .data.sessions import ClickLogProtocol
 
     return ClickLogProtocol(**pick(options, CLICK_LOG), valid_fraction=options["valid_fraction"])
 
 
 def _train_config(options: dict):
     """The ``TrainConfig`` of the command's training and scale options."""
-    from .train import TrainConfig
+    from .train.loop import TrainConfig
 
     return TrainConfig(**pick(options, TRAINING, SCALE))
 
@@ -198,9 +225,9 @@ def verify(
     record: Optional[Path] = typer.Option(None, "--record", help="Also write the report as JSON to this file."),
 ):
     """Check an artifact: integrity, PyTorch reference parity, and parity on ARM64 (exit 0/1/2)."""
-    from .arm_runtime import CPU_MODELS
     from .errors import UsageError
-    from .verify import verify as run_verify
+    from .verify.arm_runtime import CPU_MODELS
+    from .verify.parity import verify as run_verify
 
     unknown = [c for c in arm_cpu or [] if c not in CPU_MODELS]
     if unknown:
@@ -221,7 +248,7 @@ def summary_cmd(
     verify_record: Optional[Path] = typer.Option(None, "--verify", help="The JSON that verify --record wrote."),
 ):
     """A few lines on a built artifact: bytes and ratio, accuracy, the verify verdict, how to install it."""
-    from .summary import summary
+    from .report.summary import summary
 
     typer.echo(summary(folder, verify_record))
 
@@ -260,7 +287,8 @@ def build(
                                "(items.txt, any ids) or auto (binary when every id is an integer)."),
 ):
     """Freeze a checkpoint into an ONNX artifact: model.onnx, items.bin or items.txt, manifest.json [, model.ort]."""
-    from .export import BuildOptions, build as run_build
+    from .export import BuildOptions
+    from .export import build as run_build
 
     opts = BuildOptions(quant=quant, top_k=top_k, ort=ort_format, simplify=simplify, encoder_quant=encoder_quant,
                         expand_top=expand_top, id_map=id_map, popular_from=popular_from)
@@ -279,7 +307,7 @@ def size_report_cmd(
                                             "(default: computed from the artifact's own sizes)."),
 ):
     """Bytes per part, compression ratios vs an fp32 N×d item table, resident memory after loading."""
-    from .report import format_size_report, size_report
+    from .report.measure import format_size_report, size_report
 
     r = size_report(folder, baseline_ckpt=baseline)
     typer.echo(json.dumps(r, sort_keys=True) if as_json else format_size_report(r))
@@ -317,7 +345,7 @@ def synth_data_cmd(
 ):
     """A SYNTHETIC session folder in the usual format: power-law popularity, sessions that follow latent
     interests, a time-ordered test split. For measuring training at scale, not recommendation quality."""
-    from .synthetic import write_synthetic
+    from .data.synthetic import write_synthetic
 
     folder = write_synthetic(out, items, sessions, seed=seed, test_fraction=test_fraction)
     typer.echo(f"wrote {folder}: SYNTHETIC, {items:,} items, {sessions:,} sessions")
@@ -348,7 +376,7 @@ def figures(
     out: Path = typer.Option(Path("docs/figures"), "--out", help="Folder to write the PNG figures to."),
 ):
     """Draw the docs' figures from the JSON that bench and size-report print (needs matplotlib)."""
-    from .figures import render_all
+    from .report.figures import render_all
 
     for path in render_all(data, out):
         typer.echo(f"wrote {path}")

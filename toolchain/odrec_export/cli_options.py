@@ -93,17 +93,17 @@ def default_of(function, name: str) -> Any:
 
 # --------------------------------------------------------------------------- library defaults
 
-TRAIN = library_defaults("train", "TrainConfig")
+TRAIN = library_defaults("train.loop", "TrainConfig")
 ENCODER = library_defaults("models.encoder", "EncoderConfig")
-DISTILL = library_defaults("distill", "DistillConfig")
-CODE_LEARNING = library_defaults("code_learning", "CodeLearningConfig")
-PROTOCOL = library_defaults("data", "ClickLogProtocol")
-BUILD = library_defaults("export", "BuildOptions")
+DISTILL = library_defaults("train.distill", "DistillConfig")
+CODE_LEARNING = library_defaults("train.code_learning", "CodeLearningConfig")
+PROTOCOL = library_defaults("data.sessions", "ClickLogProtocol")
+BUILD = library_defaults("export.options", "BuildOptions")
 FINETUNE = {**TRAIN, **pipeline.FINETUNE_TRAINING}
-VERIFY = library_defaults("verify", "verify")
-REPEAT_FIT = library_defaults("repeat_fit", "fit_repeat_bonus")
-BENCH = library_defaults("report", "bench")
-SYNTH_DATA = library_defaults("synthetic", "write_synthetic")
+VERIFY = library_defaults("verify.parity", "verify")
+REPEAT_FIT = library_defaults("train.repeat_fit", "fit_repeat_bonus")
+BENCH = library_defaults("report.measure", "bench")
+SYNTH_DATA = library_defaults("data.synthetic", "write_synthetic")
 SYNTH_CATALOGUE = library_defaults("synth_catalogue", "synth_catalogue")
 
 

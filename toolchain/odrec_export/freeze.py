@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import artifact as A
 from . import compressors
-from .checkpoint import load_checkpoint, file_sha256
+from .checkpoint import file_sha256, load_checkpoint
 from .errors import CheckpointError
+from .export import artifact as A
 from .models.encoder import SessionEncoder
 
 
@@ -75,7 +75,7 @@ def checked_popular(popular, num_items: int, source) -> dict | None:
 
 def popular_from_data(data: str | Path, ckpt_path: str | Path, vocab: list[str]) -> dict:
     """Popular items counted in ``data``'s training sessions, split as the checkpoint's run split them."""
-    from .data import load_like_checkpoint
+    from .data.sessions import load_like_checkpoint
 
     sessions = load_like_checkpoint(data, None, load_checkpoint(ckpt_path).provenance)
     if sessions.vocab.raw_ids != [str(v) for v in vocab]:

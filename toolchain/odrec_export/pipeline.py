@@ -28,7 +28,7 @@ def _no_progress(it, total: int, label: str):
 
 def load_split_like(checkpoint, data, protocol=None):
     """``data`` split with ``protocol.valid_fraction`` when set, else as the checkpoint's own run split it."""
-    from .data import load_like_checkpoint, load_sessions
+    from .data.sessions import load_like_checkpoint, load_sessions
 
     if protocol is not None and protocol.valid_fraction is not None:
         return load_sessions(data, protocol)
@@ -65,9 +65,9 @@ def train(data, out, *, config=None, encoder: Optional[dict] = None, protocol=No
     processes other than rank 0 of a data-parallel run)."""
     from . import compressors
     from .checkpoint import save_checkpoint
-    from .data import load_sessions
+    from .data.sessions import load_sessions
     from .errors import UsageError
-    from .train import TrainConfig, resolve_device
+    from .train.loop import TrainConfig, resolve_device
 
     student = compressor != UNCOMPRESSED or teacher is not None
     if init is not None and student and teacher is None:
@@ -91,11 +91,11 @@ def train(data, out, *, config=None, encoder: Optional[dict] = None, protocol=No
 
 
 def _train_teacher(sessions, config, encoder: dict, init, *, progress, log: Log, save):
-    from .train import train_teacher
+    from .train.loop import train_teacher
 
     start = None
     if init is not None:
-        from .loading import load_teacher
+        from .train.loading import load_teacher
         start = load_teacher(init, sessions)
     _, ckpt = train_teacher(sessions, encoder, config, progress=progress, log=log, save=save, init=start)
     return ckpt
@@ -103,10 +103,10 @@ def _train_teacher(sessions, config, encoder: dict, init, *, progress, log: Log,
 
 def _train_student(sessions, config, encoder: dict, compressor: str, teacher, init, options: dict, kd,
                    distill: dict, *, progress, log: Log, save):
-    from .distill import distill_config, train_student
-    from .loading import load_student, load_teacher, teacher_provenance
     from .errors import UsageError
-    from .train import train_teacher
+    from .train.distill import distill_config, train_student
+    from .train.loading import load_student, load_teacher, teacher_provenance
+    from .train.loop import train_teacher
 
     if teacher is not None:
         teacher_model, teacher_info = load_teacher(teacher, sessions)
@@ -137,11 +137,12 @@ def evaluate(ckpt, data, *, protocol=None, device: str = "cpu", breakdown: bool 
     import numpy as np
 
     from .checkpoint import load_checkpoint
-    from .data import Vocabulary, remap_samples_or_fail
-    from .evaluate import breakdown as group_metrics, sample_ranks
+    from .data.sessions import Vocabulary, remap_samples_or_fail
     from .metrics import metrics_from_ranks
     from .models.registry import model_from_checkpoint
-    from .train import resolve_device
+    from .train.evaluate import breakdown as group_metrics
+    from .train.evaluate import sample_ranks
+    from .train.loop import resolve_device
 
     checkpoint = load_checkpoint(ckpt)
     model = model_from_checkpoint(checkpoint, str(ckpt)).to(resolve_device(device))
@@ -180,10 +181,10 @@ def repeat_bonus(ckpt, data, out, *, metric: Optional[str] = None, protocol=None
     (``metric``: the one to maximise, default ``fit_repeat_bonus``'s) and write the result to ``out``
     (may be ``ckpt``); returns the fit's report."""
     from .checkpoint import load_checkpoint, save_checkpoint
-    from .data import check_same_split
-    from .loading import checkpoint_for
+    from .data.sessions import check_same_split
     from .models.registry import model_from_checkpoint
-    from .repeat_fit import fit_repeat_bonus, with_repeat_bonus
+    from .train.loading import checkpoint_for
+    from .train.repeat_fit import fit_repeat_bonus, with_repeat_bonus
 
     sessions = load_split_like(load_checkpoint(ckpt), data, protocol)
     checkpoint = checkpoint_for(ckpt, sessions, "trained model", lambda c: True)
@@ -200,7 +201,7 @@ def repeat_bonus(ckpt, data, out, *, metric: Optional[str] = None, protocol=None
 
 def finetune_config(**settings):
     """A ``TrainConfig`` with ``FINETUNE_TRAINING``'s defaults, then ``settings``."""
-    from .train import TrainConfig
+    from .train.loop import TrainConfig
 
     return TrainConfig(**{**FINETUNE_TRAINING, **settings})
 
@@ -213,8 +214,9 @@ def finetune(ckpt, data, out, *, objective: str = "new", config=None, protocol=N
     processes other than rank 0 of a data-parallel run)."""
     from .checkpoint import load_checkpoint, save_checkpoint
     from .errors import UsageError
-    from .finetune import finetune as finetune_model, load_for_finetune
-    from .train import resolve_device
+    from .train.finetune import finetune as finetune_model
+    from .train.finetune import load_for_finetune
+    from .train.loop import resolve_device
 
     if Path(out).resolve() == Path(ckpt).resolve():  # the run saves as it goes: a stopped run would lose it
         raise UsageError("--out must not be --ckpt: write the fine-tuned model to a new file")
@@ -244,13 +246,13 @@ def bench(folders, *, compare: bool = False, runs: Optional[int] = None, warmup:
     if quick:
         settings.update(QUICK_BENCH)
     if compare:
-        from .compare import compare_artifacts
+        from .report.compare import compare_artifacts
 
         return compare_artifacts(folders, **settings)
     if len(folders) != 1:
         raise UsageError(f"bench takes one artifact directory, got {len(folders)} "
                          "(use --compare DIR1 DIR2 ... to compare artifacts)")
-    from .report import bench as run_bench
+    from .report.measure import bench as run_bench
 
     return run_bench(folders[0], **settings)
 
@@ -258,10 +260,10 @@ def bench(folders, *, compare: bool = False, runs: Optional[int] = None, warmup:
 def format_bench(r: dict, *, compare: bool = False) -> str:
     """``bench``'s result as text."""
     if compare:
-        from .compare import format_artifact_comparison
+        from .report.compare import format_artifact_comparison
 
         return format_artifact_comparison(r)
-    from .report import format_bench as format_single
+    from .report.measure import format_bench as format_single
 
     return format_single(r)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import compressors
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .data import POPULAR_KEEP
+from .data.sessions import POPULAR_KEEP
 from .errors import UsageError
 from .files import file_sha256
 

@@ -27,8 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import artifact as A
 from ..errors import UsageError
+from ..export import artifact as A
 
 
 class ItemTable(nn.Module):

@@ -35,10 +35,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from onnx import TensorProto, helper
 
-from .. import artifact as A
-from ..graph import Graph
-from ..heads.tail import ScoringTail
-from ..quantise import quantise_rows
+from ..export import artifact as A
+from ..export.graph import Graph
+from ..export.quantise import quantise_rows
+from ..export.tail import ScoringTail
 from .base import Compressor, ItemTable
 
 DEFAULT_M = 8  # 8 × 64: about 35x fewer bytes than the fp32 table at d=128 (docs/compressors.md)
@@ -318,7 +318,7 @@ class Codes(Compressor):
         return {name: self.options[name] if options.get(name) is None else options[name] for name in ("m", "k")}
 
     def fit(self, teacher, data, items_config: dict, options: dict, log=print, seed: int = 0, device: str = "cpu"):
-        from ..code_learning import CodeLearningConfig, learn_codes
+        from ..train.code_learning import CodeLearningConfig, learn_codes
 
         steps = {"steps": options["code_steps"]} if options.get("code_steps") else {}
         learning = options.get("code_learning") or CodeLearningConfig(**items_config, **steps, seed=seed, device=device)

@@ -56,12 +56,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from onnx import TensorProto, helper
 
-from ..artifact import ENCODER_PREFIX
 from ..errors import UsageError
-from ..graph import Graph
+from ..export.artifact import ENCODER_PREFIX
+from ..export.graph import Graph
 from .base import Compressor, ItemTable, all_columns_head
 
 DEFAULT_RATIO = 30.0

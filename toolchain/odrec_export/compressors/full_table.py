@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import artifact as A
+from ..export import artifact as A
 from .base import Compressor, ItemTable
 
 

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..graph import Graph
+from ..export.graph import Graph
 from .base import Compressor, ItemTable, all_columns_head
 
 # Defaults: at Tmall size (N = 40,727, d = 128 → 202×202 rows, 16×8 dims) both give 174,528 table

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import UsageError
+from ..errors import UsageError
 
 LOSSES = ("full", "sampled")
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifact as A
-from . import compressors
-from .errors import OdrecError, UsageError
+from .. import compressors
+from ..errors import OdrecError, UsageError
+from ..export import artifact as A
 
 
 def item_parts() -> tuple[str, ...]:
@@ -114,8 +114,10 @@ def _encoder_fp32_bytes(model) -> int:
 
 
 def _baseline_from_checkpoint(ckpt, manifest: dict):
-    from .export import BuildOptions, assemble, export_encoder
-    from .freeze import freeze, materialise
+    from ..export import BuildOptions
+    from ..export.assemble import assemble
+    from ..export.encoder import export_encoder
+    from ..freeze import freeze, materialise
 
     frozen = freeze(ckpt)
     if frozen.checkpoint_sha256 != manifest.get("source_checkpoint_sha256"):
@@ -159,7 +161,7 @@ def _probe(model_path: str, threads: int, runs: int, seq_len: int, num_items: in
     """Runs inside the child: RSS growth from session creation and from ``runs`` inferences."""
     import onnxruntime  # noqa: F401  (loaded before the first reading, as the sessions below need it)
 
-    from .onnx_runtime import ort_session
+    from ..export.onnx_runtime import ort_session
 
     # onnxruntime's one-time initialisation (kernel registries, thread pool, allocators) is the same
     # for every model: pay it on a tiny graph first, so the figures below are the model's own cost.
@@ -204,7 +206,7 @@ def _warmup_graph() -> bytes:
 
 
 def probe_memory(model_path: str | Path, num_items: int, threads: int = 1, runs: int = 100, seq_len: int = 10) -> dict:
-    code = ("import json, sys; from odrec_export.report import _probe; "
+    code = ("import json, sys; from odrec_export.report.measure import _probe; "
             "print(json.dumps(_probe(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))))")
     r = subprocess.run([sys.executable, "-c", code, str(model_path), str(threads), str(runs), str(seq_len), str(num_items)],
                        capture_output=True, text=True)
@@ -240,8 +242,8 @@ def baseline_graph(folder: Path, manifest: dict, table_file: Path | None = None)
     import onnx
     from onnx import TensorProto, numpy_helper
 
-    from .compressors.full_table import table_head
-    from .export import compose, encoder_part
+    from ..compressors.full_table import table_head
+    from ..export.assemble import compose, encoder_part
 
     model = onnx.load(str(folder / A.MODEL_FILE), load_external_data=False)
     nodes, inits = encoder_part(model)
@@ -302,8 +304,8 @@ def bench(folder: str | Path, *, runs: int = 300, warmup: int = 30, threads=(1, 
 
     import onnx
 
-    from .export import prefix_model
-    from .onnx_runtime import ort_session
+    from ..export.assemble import prefix_model
+    from ..export.onnx_runtime import ort_session
 
     folder = Path(folder)
     manifest = A.validate(folder)

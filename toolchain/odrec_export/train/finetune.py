@@ -25,18 +25,19 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import compressors, parallel
-from .checkpoint import Checkpoint, check_no_full_table, load_checkpoint
-from .data import SessionData, check_same_split, check_vocabulary
-from .errors import UsageError
+from .. import compressors
+from ..checkpoint import Checkpoint, check_no_full_table, load_checkpoint
+from ..data.sessions import SessionData, check_same_split, check_vocabulary
+from ..errors import UsageError
+from ..files import file_sha256
+from ..models.recommender import SessionRecommender
+from ..models.registry import model_from_checkpoint
+from ..models.repeat import CONFIG_KEY as REPEAT_KEY
+from . import parallel
 from .evaluate import evaluate_model
-from .files import file_sha256
-from .models.recommender import SessionRecommender
-from .models.registry import model_from_checkpoint
-from .models.repeat import CONFIG_KEY as REPEAT_KEY
+from .loop import Progress, TrainConfig, cross_entropy_loss, environment, fit, no_progress
 from .repeat_fit import fit_repeat_bonus, with_repeat_bonus, without_repeat_bonus
 from .sampled import Negatives, sampled_cross_entropy
-from .train import Progress, TrainConfig, cross_entropy_loss, environment, fit, no_progress
 
 
 def new_target_loss(model: SessionRecommender, ids: torch.Tensor, targets: torch.Tensor,

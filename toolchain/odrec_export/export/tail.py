@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..graph import Graph
+from .graph import Graph
 
 
 @dataclass

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .checkpoint import Checkpoint, load_checkpoint
-from .compressors import UNCOMPRESSED
-from .data import SessionData, check_vocabulary
-from .errors import CheckpointError
-from .files import file_sha256
-from .models.recommender import SessionRecommender
-from .models.registry import model_from_checkpoint
+from ..checkpoint import Checkpoint, load_checkpoint
+from ..compressors import UNCOMPRESSED
+from ..data.sessions import SessionData, check_vocabulary
+from ..errors import CheckpointError
+from ..files import file_sha256
+from ..models.recommender import SessionRecommender
+from ..models.registry import model_from_checkpoint
 from .repeat_fit import without_repeat_bonus
 
 

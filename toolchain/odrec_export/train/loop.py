@@ -19,14 +19,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import compressors, parallel
-from .checkpoint import Checkpoint
-from .data import SessionData, pad_batch
-from .errors import UsageError
+from .. import compressors
+from ..checkpoint import Checkpoint
+from ..data.sessions import SessionData, pad_batch
+from ..errors import UsageError
+from ..models.encoder import EncoderConfig
+from ..models.recommender import SessionRecommender
+from ..models.registry import build_model
+from . import parallel
 from .evaluate import evaluate_model
-from .models.encoder import EncoderConfig
-from .models.recommender import SessionRecommender
-from .models.registry import build_model
 from .sampled import Negatives, NegativeSampler, check_loss, sampled_cross_entropy
 
 Progress = Callable[[Iterable, int, str], Iterable]

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifact as A
-from . import compressors
-from .errors import OdrecError
-from .onnx_runtime import ort_session
+from .. import compressors
+from ..errors import OdrecError
+from ..export import artifact as A
+from ..export.onnx_runtime import ort_session
 
 SCORE_RTOL = 1e-4
 DEFAULT_SESSIONS = 200
@@ -304,7 +304,7 @@ def build_cases(num_items: int, max_len: int, real: list[list[int]], real_name: 
 
 def real_sessions(manifest: dict, items: list[str], data: Path | None, count: int) -> tuple[list[list[int]], str]:
     """Session prefixes (artifact indices) from --data, or random sessions over the id map."""
-    from .data import Vocabulary, load_sessions, remap_samples_or_fail
+    from ..data.sessions import Vocabulary, load_sessions, remap_samples_or_fail
 
     rng = np.random.default_rng(0)
     num_items, max_len = len(items), int(manifest["max_session_length"])
@@ -492,9 +492,9 @@ def reference_outputs(ckpt_path: Path, manifest: dict, items: list[str], cases: 
     Linear weights when the manifest says int8) and the contract's input rules."""
     import torch
 
-    from .checkpoint import load_checkpoint
-    from .data import pad_batch
-    from .models.registry import model_from_checkpoint
+    from ..checkpoint import load_checkpoint
+    from ..data.sessions import pad_batch
+    from ..models.registry import model_from_checkpoint
 
     try:
         ckpt = load_checkpoint(ckpt_path)

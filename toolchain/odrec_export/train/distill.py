@@ -40,17 +40,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import compressors, parallel
-from .checkpoint import Checkpoint, check_no_full_table
-from .data import SessionData
-from .errors import UsageError
+from .. import compressors
+from ..checkpoint import Checkpoint, check_no_full_table
+from ..compressors.base import ItemTable
+from ..data.sessions import SessionData
+from ..errors import UsageError
+from ..models.encoder import EncoderConfig, SessionEncoder
+from ..models.recommender import SessionRecommender
+from . import parallel
 from .evaluate import evaluate_model
-from .compressors.base import ItemTable
-from .models.encoder import EncoderConfig, SessionEncoder
-from .models.recommender import SessionRecommender
 from .loading import StudentStart
+from .loop import Progress, TrainConfig, environment, no_progress, param_groups, run_epochs
 from .sampled import Negatives, candidate_log_probs, candidates, sampled_cross_entropy
-from .train import Progress, TrainConfig, environment, no_progress, param_groups, run_epochs
 
 
 @dataclass

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import artifact as A
-from . import compressors
-from .report import ITEM_PARTS, part_sizes
+from .. import compressors
+from ..export import artifact as A
+from .measure import ITEM_PARTS, part_sizes
 
 
 def summary(folder: str | Path, verify_record: str | Path | None = None) -> str:

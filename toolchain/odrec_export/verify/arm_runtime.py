@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OdrecError
-from .files import file_sha256
+from ..errors import OdrecError
+from ..files import file_sha256
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_SUITE = "bookworm"

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from .errors import CheckpointError, DataError, UsageError
+from ..errors import CheckpointError, DataError, UsageError
 
 if TYPE_CHECKING:
-    from .checkpoint import Checkpoint
+    from ..checkpoint import Checkpoint
 
 PAD = 0
 SESSION_COLUMNS = ("session_id", "sessionid", "session", "sid")

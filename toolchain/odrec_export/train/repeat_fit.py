@@ -21,11 +21,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint
-from .data import Sample, pad_batch
-from .metrics import metrics_from_ranks, target_ranks
-from .models.recommender import SessionRecommender
-from .models.repeat import CONFIG_KEY as REPEAT_KEY, RepeatBonus, slot_weights
+from ..checkpoint import Checkpoint
+from ..data.sessions import Sample, pad_batch
+from ..metrics import metrics_from_ranks, target_ranks
+from ..models.recommender import SessionRecommender
+from ..models.repeat import CONFIG_KEY as REPEAT_KEY
+from ..models.repeat import RepeatBonus, slot_weights
 
 RECENCY_BUCKETS = (0, 1, 2, 3, 4, 6, 10, 20)  # first recency of each bucket; the last runs to max_len - 1
 GRID = tuple(np.round(np.arange(-2.0, 10.01, 0.125), 3))  # × the mean per-sample std of the scores

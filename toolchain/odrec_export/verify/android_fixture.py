@@ -5,7 +5,7 @@ and compares its top-k ids and scores with what Python onnxruntime computes here
 Sessions are raw item ids (as the app sees them) drawn deterministically from the artifact's own
 catalogue, with lengths from 1 to beyond the model's maximum (the graph keeps the most recent items).
 
-    python -m odrec_export.android_fixture ARTIFACT_DIR OUT.json
+    python -m odrec_export.verify.android_fixture ARTIFACT_DIR OUT.json
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifact as A
-from .errors import OdrecError
-from .onnx_runtime import ort_session
+from ..errors import OdrecError
+from ..export import artifact as A
+from ..export.onnx_runtime import ort_session
 
 
 def session_lengths(max_len: int) -> list[int]:
@@ -54,7 +54,7 @@ def make_fixture(folder: str | Path, seed: int = 0, per_length: int = 2) -> dict
 def id_map_cases() -> list[dict]:
     """items.bin files in both encodings, with the ids they hold: the app's decoder is checked against
     the exporter's encoder byte for byte, whichever encoding the artifact itself uses."""
-    from .id_map import decode, encode
+    from ..export.id_map import decode, encode
 
     rng = np.random.default_rng(7)
     cases = []
@@ -80,7 +80,7 @@ def write_fixture(folder: str | Path, out: str | Path, seed: int = 0) -> Path:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m odrec_export.android_fixture ARTIFACT_DIR OUT.json", file=sys.stderr)
+        print("usage: python -m odrec_export.verify.android_fixture ARTIFACT_DIR OUT.json", file=sys.stderr)
         return 2
     try:
         out = write_fixture(argv[0], argv[1])

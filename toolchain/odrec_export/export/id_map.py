@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OdrecError, UsageError
+from ..errors import OdrecError, UsageError
 
 TEXT_FILE, BINARY_FILE = "items.txt", "items.bin"
 FORMS = ("auto", "text", "binary")

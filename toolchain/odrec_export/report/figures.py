@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import compressors
-from .errors import UsageError
+from .. import compressors
+from ..errors import UsageError
 
 FIGURE_SOURCES = {
     "compare.json": "odrec-export bench --compare DIR... --json",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import OdrecError
-from .files import file_sha256  # noqa: F401  (part of this module's interface)
+from ..errors import OdrecError
+from ..files import file_sha256  # noqa: F401  (part of this module's interface)
 
 FORMAT = "odrec-export-artifact"
 FORMAT_VERSION = 1

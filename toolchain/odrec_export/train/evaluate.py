@@ -7,9 +7,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data import Sample, pad_batch
-from .metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
-from .models.recommender import SessionRecommender
+from ..data.sessions import Sample, pad_batch
+from ..metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
+from ..models.recommender import SessionRecommender
 
 
 @torch.no_grad()

@@ -28,9 +28,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from . import artifact as A
-from .errors import OdrecError, UsageError
-from .report import ITEM_PARTS, part_sizes, probe_memory
+from ..errors import OdrecError, UsageError
+from ..export import artifact as A
+from .measure import ITEM_PARTS, part_sizes, probe_memory
 
 METRICS = ("HR@10", "NDCG@10")
 
@@ -86,7 +86,7 @@ def compare_artifacts(folders: Sequence[str | Path], *, runs: int = 300, warmup:
     ``trace(threads, seq_len, run, index)`` (optional) is called before every timed or warm-up run of
     artifact ``index``: the order the runs took, for tests.
     """
-    from .onnx_runtime import ort_session
+    from ..export.onnx_runtime import ort_session
 
     folders = [Path(f) for f in folders]
     if len(folders) < 2:

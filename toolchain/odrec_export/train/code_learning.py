@@ -21,9 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import SessionData, pad_batch
-from .compressors.codes import code_dtype
-from .models.recommender import SessionRecommender
+from ..compressors.codes import code_dtype
+from ..data.sessions import SessionData, pad_batch
+from ..models.recommender import SessionRecommender
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Click logs and session files → sessions, samples and the item vocabulary."""

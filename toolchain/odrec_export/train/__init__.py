@@ -1,0 +1,1 @@
+"""Training: the teacher, distilled students, continuation (finetune), the repeat bonus."""

@@ -1,0 +1,1 @@
+"""The artifact against its PyTorch model on x86 and ARM64 onnxruntime, and on the JVM."""
