@@ -1,0 +1,133 @@
+"""Product quantisation (Jégou, Douze & Schmid, TPAMI 2011) of the item table.
+
+The d dimensions are split into M sub-spaces of d/M; item v has one code c_m(v) per sub-space into
+that sub-space's K sub-codewords C_m (K × d/M), and its vector is their concatenation,
+e_v = [C_1[c_1(v)], …, C_M[c_M(v)]]. Where compositional codes sum M full-width codewords, PQ
+concatenates M narrow ones: M·K·d/M codebook values instead of M·K·d, so at equal bytes it affords
+more codes or codewords, but each code explains only its own d/M dimensions.
+
+Scoring is the codes head's: s·e_v = Σ_m s_m·C_m[c_m(v)] = Σ_m T_m[c_m(v)] with the per-query score
+tables T_m = C_m·s_m (s_m: the session vector's m-th slice), so the graph reuses the codes head's
+group indices, pair tables and row Loop (compressors/codes.py) and only computes T differently:
+one batched MatMul of the M session slices against the M sub-codebooks.
+
+Fitted to the teacher by k-means in each sub-space (the codes are then frozen, as for codes); the
+sub-codewords are distilled like the codes student's codebooks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..export import artifact as A
+from ..export.graph import Graph
+from ..train.code_learning import kmeans
+from .base import Compressor
+from .codes import (
+    SESSION,
+    Codes,
+    CodesItemTable,
+    _dequantised_codebooks,
+    codeword_rows,
+    group_codes,
+    group_size,
+    score_from_tables,
+)
+
+KMEANS_ITERS = 15
+
+
+class PQItemTable(CodesItemTable):
+    """Codes into M sub-spaces: codebooks M × K × d/M, an item's vector the concatenation of its M
+    sub-codewords."""
+
+    def __init__(self, num_items: int, dim: int, m: int = 8, k: int = 256):
+        if dim % m:
+            raise ValueError(f"d={dim} is not a multiple of M={m}")
+        super().__init__(num_items, dim, m, k)
+        self.codebooks = nn.Parameter(torch.randn(m, k, dim // m) * (dim // m) ** -0.5)
+
+    def _compose(self, codes: torch.Tensor) -> torch.Tensor:
+        flat = codes.reshape(-1, self.m).long() + torch.arange(self.m, device=codes.device) * self.k
+        words = F.embedding(flat, self.codebooks.reshape(self.m * self.k, -1))  # n × M × d/M
+        return words.reshape(*codes.shape[:-1], self.dim)
+
+    def score_tables(self, sessions: torch.Tensor) -> torch.Tensor:
+        slices = sessions.view(len(sessions), self.m, -1)
+        return torch.einsum("bmd,mkd->bmk", slices, self.codebooks).reshape(len(sessions), self.m * self.k)
+
+    @torch.no_grad()
+    def init_from_table(self, table: torch.Tensor, counts: np.ndarray) -> dict:
+        """k-means in each sub-space of the teacher's rows 1..N."""
+        rows = table[1:].float()
+        gen = torch.Generator().manual_seed(0)
+        codes = torch.zeros(self.num_items + 1, self.m, dtype=torch.long)
+        for m, part in enumerate(rows.split(self.dim // self.m, dim=1)):
+            codes[1:, m], self.codebooks[m] = kmeans(part.contiguous(), self.k, KMEANS_ITERS, gen)
+        self.set_codes(codes)
+        error = ((self.table()[1:] - rows) ** 2).sum() / (rows ** 2).sum().clamp(min=1e-12)
+        return {"relative_mse": round(float(error), 5), "kmeans_iters": KMEANS_ITERS,
+                "codes_used_per_subspace": [int(torch.unique(codes[1:, m]).numel()) for m in range(self.m)]}
+
+    def bytes_report(self, parts: dict[str, int]) -> dict:
+        n, d = self.num_items, self.dim
+        return {"codes_bytes": parts["codes"], "codebooks_bytes": parts["codebooks"],
+                "paper_ratio": n * d / (self.k * d + self.m * n)}
+
+
+def pq_head(g: Graph, codes: np.ndarray, codebooks: np.ndarray, quant: str, ids_m1: str, mask: str, tail) -> None:
+    """Item vectors (concatenated sub-codewords) and every item's score from the per-query score tables."""
+    m, k, sub = codebooks.shape
+    num_items = codes.shape[1] - 1
+    grp = group_size(m, k, num_items)
+    books = _dequantised_codebooks(g, codebooks, quant)  # (M·K) × d/M
+    g.const(A.CODES, group_codes(codes, k, grp))
+    rows, order = codeword_rows(g, m, k, grp, ids_m1)  # M × B × L, codebooks in ``order``
+    words = g.op("Gather", [books, rows], "pq/codewords", axis=0)  # M × B × L × d/M
+    if order != sorted(order):
+        g.const("pq/sub_space_order", np.argsort(order).astype(np.int64))
+        words = g.op("Gather", [words, "pq/sub_space_order"], "pq/codewords_in_order", axis=0)
+    words = g.op("Transpose", [words], "pq/codewords_t", perm=[1, 2, 0, 3])  # B × L × M × d/M
+    vectors = g.op("Reshape", [words, g.const("pq/vectors_shape", np.array([0, 0, m * sub], np.int64))], "pq/vectors")
+    g.op("Mul", [vectors, mask], A.ENCODER_PREFIX + "item_vectors")
+    # T[b, m, :] = C_m · s_m: M batched (B × d/M)·(d/M × K) products
+    slices = g.op("Reshape", [SESSION, g.const("pq/slices_shape", np.array([-1, m, sub], np.int64))], "pq/slices")
+    slices = g.op("Transpose", [slices], "pq/slices_t", perm=[1, 0, 2])  # M × B × d/M
+    books3 = g.op("Reshape", [books, g.const("pq/books_shape", np.array([m, k, sub], np.int64))], "pq/books_3d")
+    books3 = g.op("Transpose", [books3], "pq/books_t", perm=[0, 2, 1])  # M × d/M × K
+    tables = g.op("MatMul", [slices, books3], "pq/tables_mbk")  # M × B × K
+    tables = g.op("Transpose", [tables], "pq/tables_bmk", perm=[1, 0, 2])
+    tables = g.op("Reshape", [tables, g.const("pq/tables_shape", np.array([0, m * k], np.int64))], "pq/score_tables")
+    score_from_tables(g, tables, num_items, m, k, grp, ids_m1, tail)
+
+
+class ProductQuantisation(Codes):
+    """Shares codes' storage (group indices, int8 codebooks), quantisation and verify reference."""
+
+    name = "pq"
+    summary = "product quantisation (one code per sub-space of d/M dimensions)"
+    table_type = PQItemTable
+    options = {"m": 8, "k": 256}  # at d=128: 16 dimensions a code, 45x fewer bytes than the fp32 table
+    fit_record = "item_fit"
+    fit = Compressor.fit  # k-means per sub-space (PQItemTable.init_from_table), not code learning
+
+    def head(self, frozen, opts):
+        def head(g: Graph, ids: str, ids_m1: str, mask: str, tail) -> None:
+            pq_head(g, frozen.arrays["codes"], frozen.arrays["codebooks"], opts.quant, ids_m1, mask, tail)
+        return head
+
+    def manifest(self, frozen, opts) -> dict:
+        return {**super().manifest(frozen, opts), "sub_dim": frozen.arrays["codebooks"].shape[2]}
+
+    def stored_books_shape(self, block: dict) -> tuple[int, int]:
+        return block["M"] * block["K"], block["d"] // block["M"]
+
+    @staticmethod
+    def item_rows(codewords) -> np.ndarray:
+        return np.concatenate(list(codewords), axis=1)
+
+
+COMPRESSORS = (ProductQuantisation(),)
