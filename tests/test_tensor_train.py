@@ -1,4 +1,4 @@
-"""Tensor-train (tt) and semi-tensor-train (stt) item tables: PyTorch algebra and the ONNX heads."""
+"""Tensor-train (tt) and semi-tensor-train (stt) item tables (compressors/tensor_train.py): PyTorch algebra and the ONNX heads."""
 
 from __future__ import annotations
 

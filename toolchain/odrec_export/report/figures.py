@@ -24,12 +24,13 @@ FIGURE_SOURCES = {
 
 # (stage, command, what it writes, where the code is); the arrows run top to bottom
 PIPELINE = [
-    ("data", "sessions folder or click CSV", "train / valid / test splits", "data.py"),
-    ("train", "odrec-export train", "teacher checkpoint (N×d table)", "train.py, sampled.py, parallel.py"),
-    ("distil", "odrec-export train --compressor codes --teacher", "student: codes + codebooks", "code_learning.py, distill.py"),
-    ("freeze + export", "odrec-export build", "model.onnx, items.bin, manifest.json", "freeze.py, export.py, heads/"),
-    ("verify", "odrec-export verify", "parity with PyTorch, x86-64 + ARM64", "verify.py, arm_runtime.py"),
-    ("report / ship", "size-report · bench · make apk", "bytes, latency, signed APK", "report.py, android_demo/"),
+    ("data", "sessions folder or click CSV", "train / valid / test splits", "data/"),
+    ("train", "odrec-export train", "teacher checkpoint (N×d table)", "train/loop.py, models/"),
+    ("distil", "odrec-export train --compressor codes --teacher", "student: codes + codebooks",
+     "train/distill.py, compressors/"),
+    ("freeze + export", "odrec-export build", "model.onnx, items.bin, manifest.json", "freeze.py, export/"),
+    ("verify", "odrec-export verify", "parity with PyTorch, x86-64 + ARM64", "verify/"),
+    ("report / ship", "size-report · bench · make apk", "bytes, latency, signed APK", "report/, android_demo/"),
 ]
 
 
