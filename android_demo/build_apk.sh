@@ -23,7 +23,7 @@ done
 if "$PY" -c "import odrec_export" 2>/dev/null || [ -d "$REPO/toolchain/odrec_export" ]; then
   PYTHONPATH="$REPO/toolchain${PYTHONPATH:+:$PYTHONPATH}" "$PY" - "$ARTIFACT" <<'EOF' || exit 1
 import sys
-from odrec_export.artifact import ArtifactError, validate
+from odrec_export.export.artifact import ArtifactError, validate
 try:
     validate(sys.argv[1])
 except ArtifactError as e:

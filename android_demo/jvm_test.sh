@@ -26,7 +26,7 @@ javac -nowarn -encoding UTF-8 -d "$WORK/classes" -cp "$ORT_JAR" \
 FIXTURE="${2:-}"
 if [ -z "$FIXTURE" ]; then
   FIXTURE="$WORK/fixture.json"
-  (cd "$REPO" && PYTHONPATH="$REPO/toolchain${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m odrec_export.android_fixture "$ARTIFACT" "$FIXTURE") >&2
+  (cd "$REPO" && PYTHONPATH="$REPO/toolchain${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m odrec_export.verify.android_fixture "$ARTIFACT" "$FIXTURE") >&2
 fi
 # onnxruntime Java unpacks its native library into java.io.tmpdir: keep it in $WORK, removed on exit
 java -Djava.io.tmpdir="$WORK" -cp "$WORK/classes:$ORT_JAR" org.odrec.demo.RecommenderJvmTest "$ARTIFACT" "$FIXTURE"
