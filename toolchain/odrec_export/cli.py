@@ -169,6 +169,17 @@ def eval_cmd(**options) -> None:
     typer.echo(json.dumps(metrics, sort_keys=True) if options["as_json"] else pipeline.format_evaluation(metrics))
 
 
+@app.command()
+@one_line_errors
+@command_options(DATA, opt("as_json", bool, False, "--json", metavar="", help="Print one JSON object (fractions)."),
+                 CLICK_LOG, VALID)
+def baseline(**options) -> None:
+    """The last-3-items transition baseline on the test samples of --data: what a trained model must beat."""
+    metrics = pipeline.baseline(options["data"], protocol=_protocol(options))
+    typer.echo(json.dumps(metrics, sort_keys=True) if options["as_json"]
+               else f"{metrics['model']}, counted on the training sessions:\n{pipeline.format_evaluation(metrics)}")
+
+
 @app.command("repeat-bonus")
 @one_line_errors
 @command_options(_ckpt("Trained checkpoint (teacher or student)."), DATA,

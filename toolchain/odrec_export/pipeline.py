@@ -176,6 +176,15 @@ def format_evaluation(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def baseline(data, *, protocol=None) -> dict:
+    """HR/NDCG/MRR @5/10/20 of the last-items transition baseline (train/baseline.py) on the test samples
+    of ``data``, counted on its training sessions (split by ``protocol``): what a model must beat."""
+    from .data.sessions import load_sessions
+    from .train.baseline import evaluate_baseline
+
+    return evaluate_baseline(load_sessions(data, protocol))
+
+
 def repeat_bonus(ckpt, data, out, *, metric: Optional[str] = None, protocol=None, log: Log = print) -> dict:
     """Fit a repeat bonus to checkpoint ``ckpt`` on the validation split of ``data`` it was trained with
     (``metric``: the one to maximise, default ``fit_repeat_bonus``'s) and write the result to ``out``
