@@ -91,6 +91,7 @@ class Compressor:
     quantises = False  # --quant (int8 codebooks) applies to it
     build_options: tuple[str, ...] = ()  # export.BuildOptions fields its head reads
     parts: dict[str, tuple[str, ...]] = {}  # size-report part → initializer names, or prefixes ending in "/"
+    resized_options: tuple[str, ...] = ()  # items-config entries that follow N (synth-catalogue drops them)
 
     # ------------------------------------------------------------------ training
 
@@ -154,8 +155,6 @@ class Compressor:
     def match_artifact(self, table: ItemTable, manifest: dict, round_trip) -> None:
         """Give a PyTorch table what the artifact's storage did to it (verify's reference); ``round_trip``
         (rows × d tensor, scheme) is verify's own quantise-dequantise."""
-
-    resized_options: tuple[str, ...] = ()  # items-config entries that follow N (synth-catalogue drops them)
 
     def synthetic_config(self, source_items: dict) -> dict:
         """synth-catalogue: the source's ``config["items"]`` for another catalogue size."""
