@@ -40,7 +40,8 @@ def _one_step(loss: str, rank: int = 0, world: int = 1, port: int = 0, out: str 
                   for k, p in model.named_parameters() if p.grad is not None})
     if rank == 0 and out:
         torch.save(state, out)
-    if world > 1:
+    if world > 1:  # both ranks done with gloo before either tears it down (a rank exiting mid-teardown aborts)
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return state
 
