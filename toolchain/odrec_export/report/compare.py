@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import OdrecError, UsageError
 from ..export import artifact as A
-from .measure import ITEM_PARTS, part_sizes, probe_memory
+from .measure import item_parts, part_sizes, probe_memory
 
 METRICS = ("HR@10", "NDCG@10")
 
@@ -57,8 +57,8 @@ def _describe(folder: Path) -> dict:
     model = onnx.load(str(folder / A.MODEL_FILE), load_external_data=False)
     parts = part_sizes(folder, model)
     comp = manifest.get("compressor") or {}
-    if any(parts[p] for p in ITEM_PARTS):
-        item_bytes, item_src = sum(parts[p] for p in ITEM_PARTS), "model.onnx initializers"
+    if any(parts[p] for p in item_parts()):
+        item_bytes, item_src = sum(parts[p] for p in item_parts()), "model.onnx initializers"
     else:
         item_bytes, item_src = None, None
     ev = manifest.get("evaluation") or {}

@@ -8,6 +8,7 @@ in a fresh child process per model, so one model's allocations never hide in the
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -21,13 +22,16 @@ from ..errors import OdrecError, UsageError
 from ..export import artifact as A
 
 
+@functools.cache
 def item_parts() -> tuple[str, ...]:
-    """The item representation's size-report parts: every compressor's (``Compressor.parts``), in order."""
+    """The item representation's size-report parts: every compressor's (``Compressor.parts``), in order.
+    A function, not a constant: the compressors load torch, which the memory probe's child must not."""
     return tuple(dict.fromkeys(p for c in compressors.all_compressors().values() for p in c.parts))
 
 
-ITEM_PARTS = item_parts()
-PARTS = ("encoder weights", *ITEM_PARTS, "repeat bonus", "popular items", "graph overhead", "item ids", "manifest.json")
+def all_parts() -> tuple[str, ...]:
+    return ("encoder weights", *item_parts(), "repeat bonus", "popular items", "graph overhead", "item ids",
+            "manifest.json")
 
 
 # --------------------------------------------------------------------------- size-report
@@ -44,14 +48,14 @@ def part_sizes(folder: Path, model) -> dict[str, int]:
     is not a weight (nodes, names, small constants, protobuf framing); "item ids" is the id map
     (items.txt or items.bin)."""
     inits = _initializer_bytes(model)
-    parts = {p: 0 for p in PARTS}
+    parts = {p: 0 for p in all_parts()}
     parts.update(_compressor(A.read_manifest(folder)).part_bytes(inits))
     parts["repeat bonus"] = inits.get(A.REPEAT_WEIGHTS, 0)
     parts["encoder weights"] = sum(b for n, b in inits.items() if n.startswith(A.ENCODER_PREFIX))
     parts["popular items"] = inits.get(A.POPULAR_IDS, 0) + inits.get(A.POPULAR_SCORES, 0)
     model_bytes = (folder / A.MODEL_FILE).stat().st_size
     parts["graph overhead"] = (model_bytes - parts["encoder weights"] - parts["repeat bonus"] - parts["popular items"]
-                               - sum(parts[p] for p in ITEM_PARTS))
+                               - sum(parts[p] for p in item_parts()))
     parts["item ids"] = (folder / A.id_map_file(A.read_manifest(folder))).stat().st_size
     parts["manifest.json"] = (folder / A.MANIFEST_FILE).stat().st_size
     return parts
@@ -73,7 +77,7 @@ def size_report(folder: str | Path, baseline_ckpt: str | Path | None = None, mea
     model = onnx.load(str(folder / A.MODEL_FILE), load_external_data=False)
     parts = part_sizes(folder, model)
     n, d = manifest["num_items"], manifest["compressor"]["d"]
-    item_repr = sum(parts[p] for p in ITEM_PARTS)
+    item_repr = sum(parts[p] for p in item_parts())
     table_fp32 = (n + 1) * d * 4
     total = sum(parts.values())
     report = {"dir": str(folder), "num_items": n, "compressor": manifest["compressor"],

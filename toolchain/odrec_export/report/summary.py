@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import compressors
 from ..export import artifact as A
-from .measure import ITEM_PARTS, part_sizes
+from .measure import item_parts, part_sizes
 
 
 def summary(folder: str | Path, verify_record: str | Path | None = None) -> str:
@@ -19,7 +19,7 @@ def summary(folder: str | Path, verify_record: str | Path | None = None) -> str:
     manifest = A.validate(folder)
     parts = part_sizes(folder, onnx.load(str(folder / A.MODEL_FILE), load_external_data=False))
     total = sum(parts.values())
-    item_bytes = sum(parts[p] for p in ITEM_PARTS)
+    item_bytes = sum(parts[p] for p in item_parts())
     n, d = manifest["num_items"], manifest["compressor"]["d"]
     table = (n + 1) * d * 4
     comp = manifest["compressor"]
