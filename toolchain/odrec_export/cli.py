@@ -21,6 +21,7 @@ from .cli_options import (
     DEVICE,
     DISTILLATION,
     FINETUNE_TRAINING,
+    FIT,
     INIT,
     ITEMS,
     MODEL,
@@ -213,6 +214,19 @@ def finetune(**options) -> None:
     pipeline.finetune(options["ckpt"], options["data"], options["out"], objective=options["objective"],
                       config=_train_config(options), protocol=_protocol(options), progress=_rich_progress,
                       log=typer.echo)
+
+
+@app.command()
+@one_line_errors
+@command_options(DATA, *FIT)
+def fit(**options) -> None:
+    """One command from a click log to a verified artifact within a CPU time budget: baseline, teacher,
+    student, repeat bonus, build, verify (x86) and DIR/report.md; --resume continues a stopped run."""
+    from .fit import fit as run_fit
+
+    run_fit(options["data"], options["out"], budget=options["budget"], compressor=options["compressor"],
+            resume=options["resume"], valid_fraction=options["valid_fraction"], device=options["device"],
+            progress=_rich_progress, log=typer.echo)
 
 
 @app.command()

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import typer
 
+from . import fit as fitting
 from . import pipeline
 from .compressors import UNCOMPRESSED
 
@@ -351,3 +352,20 @@ FINETUNE_TRAINING = (
     DEVICE.but(default=FINETUNE["device"]),
 )
 TRAIN_FIELDS = names(TRAINING, SCALE)
+
+# fit's options (defaults: fit.fit's keyword defaults)
+FIT = (
+    opt("out", Path, ..., "--out", help="Run directory: fit.json, checkpoints, artifact/, report.md."),
+    opt("budget", str, default_of(fitting.fit, "budget"), "--budget",
+        help="CPU time budget for the whole run: 90s, 10m, 1h30m (too small for one short epoch of each "
+        "model: a one-line error before starting)."),
+    opt("compressor", str, default_of(fitting.fit, "compressor"),
+        **choice("--compressor", *(c for c in COMPRESSORS if c != UNCOMPRESSED)),
+        help="The student's item representation (see train --help)."),
+    opt("resume", bool, default_of(fitting.fit, "resume"), "--resume", metavar="",
+        help="Continue the run in --out: skip the phases fit.json marks done (files unchanged); same data only."),
+    opt("valid_fraction", Optional[float], default_of(fitting.fit, "valid_fraction"), "--valid-fraction",
+        min=0.0, max=0.99, help=f"Fraction of training sessions (the latest) held out for model selection "
+        f"(default: {PROTOCOL['valid_fraction']}, or with --resume the run's)."),
+    DEVICE.but(default=default_of(fitting.fit, "device")),
+)

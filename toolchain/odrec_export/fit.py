@@ -1,0 +1,448 @@
+"""``odrec-export fit``: one command from a click log to a verified artifact inside a CPU time budget.
+
+The data is loaded and split once; the split (data sha256, validation fraction, counts) goes into
+``DIR/fit.json`` with the transition baseline, the plan and each phase as it finishes (its files'
+sha256 and its measured wall time), so ``resume`` skips what is done and refuses other data.
+
+The plan: the teacher's step time is measured on a few real batches, a validation pass is timed, and
+the budget left after a reserve for what does not train (code fit, repeat bonus, build, verify, test
+evaluations) is split between the teacher and the student; each phase's seconds become epochs ×
+batches (``TrainConfig.epochs``, ``max_batches``). Before each training phase the plan is redone with
+the time really left, so a slow phase shortens the next one instead of overrunning.
+
+Imports stay inside the functions: the command line imports this module for its defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+Log = Callable[[str], None]
+
+STATE = "fit.json"
+REPORT = "report.md"
+FILES = {"teacher": "teacher.pt", "student": "student.pt", "bonus": "student-bonus.pt",
+         "build": "artifact/manifest.json", "verify": "verify.json"}
+PHASES = tuple(FILES)
+ARTIFACT = "artifact"
+
+PROBE_STEPS = 20  # teacher steps timed before planning (after 2 untimed)
+STUDENT_STEP_FACTOR = 6.0  # a distillation step vs a teacher step (two models, three sub-sessions; ~5x measured)
+TEACHER_SHARE = 0.4  # of the training seconds; the student's steps are dearer
+MIN_BATCHES = 10  # a phase needs at least one epoch of this many batches
+MAX_EPOCHS = 50  # early stopping (patience) usually ends a phase well before
+SAMPLED_FROM_ITEMS = 20_000  # from this many items on, the sampled softmax (a full one costs O(N) a step)
+PATIENCE_SHARE = 5  # patience: at least the library's, else a fifth of the planned epochs
+SAFETY = 0.85  # a phase plans this share of its seconds (the estimates are estimates)
+
+
+def parse_budget(text: str) -> float:
+    """'10m', '90s', '1h30m', '2h' or plain seconds → seconds."""
+    s = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", s)
+    if not parts or "".join(n + u for n, u in parts) != s:
+        from .errors import UsageError
+        raise UsageError(f"--budget '{text}': expected a duration such as 90s, 10m or 1h30m")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+@dataclass
+class Phase:
+    """A training phase's share of the budget as epochs × batches."""
+    name: str
+    seconds: float
+    epochs: int
+    max_batches: Optional[int]
+    batches_per_epoch: int
+
+    def line(self) -> str:
+        batches = "all" if self.max_batches is None else str(self.max_batches)
+        return f"{self.name:<8} {self.seconds:7.0f}s  {self.epochs:3d} epochs × {batches} batches"
+
+
+def plan_phase(name: str, seconds: float, step: float, epoch_batches: int, eval_seconds: float) -> Optional[Phase]:
+    """Epochs × batches that fit ``seconds`` with steps of ``step`` s and a validation pass of
+    ``eval_seconds`` per epoch; None when not even one epoch of ``MIN_BATCHES`` fits."""
+    usable = seconds * SAFETY
+    full_epoch = epoch_batches * step + eval_seconds
+    if usable >= 2 * full_epoch:
+        return Phase(name, seconds, min(MAX_EPOCHS, int(usable // full_epoch)), None, epoch_batches)
+    for epochs in (2, 1):
+        batches = int((usable / epochs - eval_seconds) // step)
+        if batches >= min(MIN_BATCHES, epoch_batches):
+            return Phase(name, seconds, epochs, min(batches, epoch_batches), epoch_batches)
+    return None
+
+
+@dataclass
+class Costs:
+    """What planning measured or estimated, in seconds."""
+    teacher_step: float
+    valid_eval: float
+    test_eval: float
+    code_fit: float
+    finish: float  # repeat bonus + build (with its evaluation) + verify
+
+    def reserve(self, after: str) -> float:
+        """Seconds the phases after ``after`` need besides training: test evaluations, code fit, finish."""
+        student = self.code_fit + 2 * self.test_eval  # student and its teacher after distillation
+        return {"start": self.test_eval + student + self.finish, "teacher": student + self.finish,
+                "student": self.finish}[after]
+
+
+def measure(sessions, encoder: dict, cfg, steps: int = PROBE_STEPS) -> Costs:
+    """Time ``steps`` real teacher training steps and one validation pass; estimate the rest from them."""
+    import torch
+
+    from .compressors import UNCOMPRESSED
+    from .models.encoder import EncoderConfig
+    from .models.registry import build_model
+    from .train.evaluate import evaluate_model
+    from .train.loop import Optimiser, SampleBatches, cross_entropy_loss, param_groups
+    from .train.sampled import Negatives, NegativeSampler, check_loss
+
+    torch.manual_seed(cfg.seed)
+    model = build_model({"encoder": EncoderConfig(num_items=sessions.num_items, **encoder).to_dict(),
+                         "compressor": UNCOMPRESSED, "items": {}}).to(cfg.device)
+    batches = SampleBatches(sessions, model.encoder.cfg.max_len)
+    check_loss(cfg.loss, cfg.negatives, model.items)
+    opt = Optimiser(param_groups(model, cfg.lr, cfg.loss))
+    sampler = NegativeSampler(sessions.item_counts(), cfg.negatives, cfg.seed) if cfg.loss == "sampled" else None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    times = []
+    while len(times) < steps + 2:
+        for ids, targets in batches.batches(cfg.batch_size, gen, steps + 2, cfg.length_buckets):
+            t0 = time.perf_counter()
+            sample = Negatives(sampler.draw(targets), sampler.log_expected) if sampler else None
+            loss = cross_entropy_loss(model, ids.to(cfg.device), targets.to(cfg.device), sample)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+    step = sum(times[2:steps + 2]) / steps
+    model.eval()
+    probe = sessions.valid_samples[:2000] or sessions.test_samples[:2000]
+    t0 = time.perf_counter()
+    if probe:
+        evaluate_model(model, probe, max_len=model.encoder.cfg.max_len, device=cfg.device)
+    per_sample = (time.perf_counter() - t0) / max(len(probe), 1)
+    valid_eval = per_sample * len(sessions.valid_samples)
+    test_eval = per_sample * len(sessions.test_samples)
+    # codes' fit: ~500 full-table steps, each about a teacher step's work per 10k items, plus k-means
+    code_fit = 5.0 + 500 * step * max(1.0, sessions.num_items / 10_000)
+    finish = 20.0 + 3 * test_eval + 2 * valid_eval  # bonus (a valid pass), build (fp32 + quantised eval), verify
+    return Costs(step, valid_eval, test_eval, code_fit, finish)
+
+
+def train_config(sessions, device: str):
+    """The fit's ``TrainConfig``: the library's, with the sampled softmax and length buckets at scale."""
+    from .train.loop import TrainConfig, resolve_device
+
+    big = sessions.num_items >= SAMPLED_FROM_ITEMS
+    return TrainConfig(device=resolve_device(device), loss="sampled" if big else "full",
+                       length_buckets=16 if big else 0)
+
+
+class Run:
+    """DIR/fit.json: the split, the baseline, the plan and the phases done."""
+
+    def __init__(self, out: Path, record: dict):
+        self.out, self.record = out, record
+
+    def path(self, phase: str) -> Path:
+        return self.out / FILES[phase]
+
+    def save(self) -> None:
+        from .files import atomic_write
+
+        atomic_write(self.out / STATE, lambda p: p.write_text(json.dumps(self.record, indent=1, sort_keys=True)))
+
+    def done(self, phase: str) -> bool:
+        """Marked done, and its file is there with the recorded sha256."""
+        from .files import file_sha256
+
+        entry = self.record["phases"].get(phase, {})
+        path = self.path(phase)
+        return bool(entry.get("done")) and path.is_file() and file_sha256(path) == entry.get("sha256")
+
+    def mark(self, phase: str, seconds: float, **extra) -> None:
+        from .files import file_sha256
+
+        self.record["phases"][phase] = {"done": True, "sha256": file_sha256(self.path(phase)),
+                                        "file": FILES[phase], "seconds": round(seconds, 1), **extra}
+        self.save()
+
+
+def _split_record(sessions, data, protocol) -> dict:
+    return {"path": str(data), "sha256": sessions.data_sha256, "valid_fraction": protocol.valid_fraction,
+            "counts": {k: v for k, v in sessions.report.items() if k != "bad_rows"}}
+
+
+def _check_same(recorded: dict, now: dict) -> None:
+    """Resume only on the run's own data and split: a one-line error naming the difference."""
+    from .errors import UsageError
+
+    if recorded["sha256"] != now["sha256"]:
+        raise UsageError(f"cannot resume: --data {now['path']} (sha256 {now['sha256'][:12]}…) is not the data of this "
+                         f"run, {recorded['path']} (sha256 {recorded['sha256'][:12]}…)")
+    if recorded["valid_fraction"] != now["valid_fraction"]:
+        raise UsageError(f"cannot resume: --valid-fraction {now['valid_fraction']}, but this run split with "
+                         f"{recorded['valid_fraction']}")
+
+
+def _open(data, out: Path, resume: bool, valid_fraction, compressor: str, log: Log):
+    """Load and split the data once; the run's record (new, or the resumed one, checked)."""
+    from .data.sessions import ClickLogProtocol, load_sessions
+    from .errors import UsageError
+
+    state = out / STATE
+    previous = None
+    if resume:
+        if not state.is_file():
+            raise UsageError(f"cannot resume: {state} does not exist (run fit without --resume first)")
+        previous = json.loads(state.read_text())
+        if valid_fraction is None:
+            valid_fraction = previous["split"]["valid_fraction"]
+        if previous["compressor"] != compressor:
+            raise UsageError(f"cannot resume: --compressor {compressor}, but this run's is {previous['compressor']}")
+    elif state.is_file():
+        raise UsageError(f"{out} holds a fit run ({STATE}): pass --resume to continue it, or another --out")
+    protocol = ClickLogProtocol() if valid_fraction is None else ClickLogProtocol(valid_fraction=valid_fraction)
+    sessions = load_sessions(data, protocol)
+    split = _split_record(sessions, data, protocol)
+    if previous is not None:
+        _check_same(previous["split"], split)
+        log(f"resuming {out}: done " + (", ".join(p for p in PHASES if previous["phases"].get(p, {}).get("done"))
+                                        or "nothing yet"))
+        return sessions, protocol, previous
+    log(f"data: {json.dumps(split['counts'])}")
+    return sessions, protocol, {"version": 1, "split": split, "compressor": compressor, "phases": {}, "runs": []}
+
+
+def fit(data, out, *, budget: str = "10m", compressor: str = "codes", resume: bool = False,
+        valid_fraction: Optional[float] = None, device: str = "cpu", encoder: Optional[dict] = None,
+        stop_after: Optional[str] = None, progress=None, log: Log = print) -> dict:
+    """From a click log (or session folder) ``data`` to a verified artifact in ``out``/artifact within
+    ``budget`` (a duration: 90s, 10m, 1h): baseline, teacher, ``compressor`` student, repeat bonus,
+    build, verify (x86), report.md. ``valid_fraction``: None is ``ClickLogProtocol``'s (or, resuming, the
+    run's). ``resume`` skips the phases ``out``/fit.json marks done (their files unchanged).
+    ``stop_after``: a phase to stop after (the rest left for a resumed run). Returns the run's record."""
+    from . import compressors
+    from .errors import UsageError
+
+    t_start = time.monotonic()
+    seconds = parse_budget(budget)
+    compressors.get(compressor)
+    if compressor == compressors.UNCOMPRESSED:
+        raise UsageError("fit distils a compressed student: choose a --compressor other than none")
+    if stop_after is not None and stop_after not in PHASES:
+        raise UsageError(f"unknown phase '{stop_after}' (one of {', '.join(PHASES)})")
+    out = Path(out)
+    sessions, protocol, record = _open(data, out, resume, valid_fraction, compressor, log)
+    run = Run(out, record)
+    encoder = dict(encoder or {})
+    cfg = train_config(sessions, device)
+    if "baseline" not in record:
+        from .train.baseline import evaluate_baseline
+        record["baseline"] = evaluate_baseline(sessions)
+    log(f"baseline ({record['baseline']['model']}): test HR@10 {100 * record['baseline']['HR@10']:.2f} "
+        f"NDCG@10 {100 * record['baseline']['NDCG@10']:.2f}")
+    todo = _todo(run)
+    costs = measure(sessions, encoder, cfg) if {"teacher", "student"} & set(todo) else None
+    plan = _plan(todo, seconds - (time.monotonic() - t_start), costs, sessions, cfg, budget)
+    log(f"plan for {budget} ({seconds:.0f}s; {time.monotonic() - t_start:.0f}s spent on loading and measuring):")
+    for line in plan:
+        log("  " + line)
+    out.mkdir(parents=True, exist_ok=True)
+    this_run = {"budget_seconds": seconds, "plan": plan, "costs": asdict(costs) if costs else None, "phases": {}}
+    record["runs"].append(this_run)
+    run.save()
+    steps = {"teacher": _teacher, "student": _student, "bonus": _bonus, "build": _build, "verify": _verify}
+    env = dict(sessions=sessions, cfg=cfg, encoder=encoder, compressor=compressor, costs=costs, data=data,
+               deadline=t_start + seconds, progress=progress, log=log)
+    for name in todo:
+        t0 = time.monotonic()
+        log(f"[{t0 - t_start:5.0f}s of {seconds:.0f}s] {name} ...")
+        extra = steps[name](run, **env)
+        run.mark(name, time.monotonic() - t0, **extra)
+        this_run["phases"][name] = round(time.monotonic() - t0, 1)
+        run.save()
+        if name == stop_after:
+            log(f"stopped after {name} (stop_after); continue with --resume")
+            break
+    if all(run.done(p) for p in PHASES):
+        text = report(run, data, protocol)
+        (out / REPORT).write_text(text)
+        log(text)
+    this_run["wall_seconds"] = round(time.monotonic() - t_start, 1)
+    run.save()
+    log(f"fit: {this_run['wall_seconds']:.0f}s of the {seconds:.0f}s budget")
+    return record
+
+
+def _todo(run: Run) -> list[str]:
+    """The phases to run: from the first one not done (its files unchanged) on, every later one too."""
+    for i, name in enumerate(PHASES):
+        if not run.done(name):
+            return list(PHASES[i:])
+    return []
+
+
+def _plan(todo: list[str], left: float, costs: Optional[Costs], sessions, cfg, budget: str) -> list[str]:
+    """The plan's lines; a usage error when the budget cannot fit one short epoch of each training phase."""
+    from .errors import UsageError
+    from .train.loop import SampleBatches
+
+    if costs is None:
+        return [f"{name:<8} (no training left)" for name in todo]
+    n = math.ceil(len(SampleBatches(sessions, 1)) / cfg.batch_size)
+    train_s = left - costs.reserve("start")
+    phases = []
+    for name, share, step in (("teacher", TEACHER_SHARE, costs.teacher_step),
+                              ("student", 1 - TEACHER_SHARE, costs.teacher_step * STUDENT_STEP_FACTOR)):
+        if name not in todo:
+            continue
+        s = train_s * (share if "teacher" in todo else 1.0)
+        phase = plan_phase(name, s, step, n, costs.valid_eval)
+        if phase is None:
+            need = costs.reserve("start") + sum((MIN_BATCHES * costs.teacher_step * f + costs.valid_eval) / SAFETY / w
+                                                for f, w in ((1, TEACHER_SHARE), (STUDENT_STEP_FACTOR, 1 - TEACHER_SHARE)))
+            raise UsageError(f"--budget {budget} cannot fit one epoch of {MIN_BATCHES} batches for the teacher and "
+                             f"the student plus building and verifying: give at least {math.ceil(need)}s")
+        phases.append(phase.line())
+    rest = [name for name in todo if name not in ("teacher", "student")]
+    return phases + [f"{', '.join(rest)}: {costs.finish:.0f}s reserved (+ {costs.reserve('start') - costs.finish:.0f}s "
+                     f"for code fit and test evaluations)"] * bool(rest)
+
+
+def _phase_config(name: str, run: Run, sessions, cfg, costs: Costs, deadline: float, log: Log):
+    """``cfg`` with the epochs × batches that fit the time really left before this phase."""
+    from dataclasses import replace
+
+    from .errors import UsageError
+    from .train.loop import SampleBatches
+
+    left = deadline - time.monotonic() - costs.reserve(name)
+    step = costs.teacher_step * (1.0 if name == "teacher" else STUDENT_STEP_FACTOR)
+    if name == "teacher" and not run.done("student"):
+        left *= TEACHER_SHARE
+    n = math.ceil(len(SampleBatches(sessions, 1)) / cfg.batch_size)
+    phase = plan_phase(name, left, step, n, costs.valid_eval)
+    if phase is None:
+        raise UsageError(f"{name}: {max(left, 0):.0f}s left of the budget, not enough for one epoch of "
+                         f"{MIN_BATCHES} batches; continue with --resume and a larger --budget")
+    patience = max(cfg.patience, phase.epochs // PATIENCE_SHARE)  # many short epochs: noisier validation
+    log(f"  {phase.line()}, patience {patience}")
+    return replace(cfg, epochs=phase.epochs, max_batches=phase.max_batches, patience=patience)
+
+
+def _teacher(run: Run, *, sessions, cfg, encoder, costs, deadline, progress, log, **_) -> dict:
+    from .checkpoint import save_checkpoint
+    from .pipeline import _no_progress, _train_teacher
+
+    cfg = _phase_config("teacher", run, sessions, cfg, costs, deadline, log)
+    path = run.path("teacher")
+    ckpt = _train_teacher(sessions, cfg, encoder, None, progress=progress or _no_progress, log=log,
+                          save=lambda c: save_checkpoint(c, path))
+    return {"epochs": cfg.epochs, "max_batches": cfg.max_batches, "loss": cfg.loss, "length_buckets": cfg.length_buckets,
+            "patience": cfg.patience,
+            "test_metrics": ckpt.provenance.get("test_metrics"), "best_epoch": ckpt.provenance["best_epoch"]}
+
+
+def _student(run: Run, *, sessions, cfg, compressor, costs, deadline, progress, log, **_) -> dict:
+    from .checkpoint import save_checkpoint
+    from .pipeline import _no_progress, _train_student
+
+    cfg = _phase_config("student", run, sessions, cfg, costs, deadline, log)
+    path = run.path("student")
+    ckpt = _train_student(sessions, cfg, {}, compressor, run.path("teacher"), None, {}, None, {},
+                          progress=progress or _no_progress, log=log, save=lambda c: save_checkpoint(c, path))
+    return {"epochs": cfg.epochs, "max_batches": cfg.max_batches, "loss": cfg.loss, "length_buckets": cfg.length_buckets,
+            "patience": cfg.patience,
+            "test_metrics": ckpt.provenance.get("test_metrics"), "best_epoch": ckpt.provenance["best_epoch"],
+            "item_ratio_bytes": ckpt.provenance["item_bytes"]["ratio_bytes"]}
+
+
+def _bonus(run: Run, *, sessions, log, **_) -> dict:
+    """The student's repeat bonus, fitted on the run's validation split (the student file is kept)."""
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .models.registry import model_from_checkpoint
+    from .train.repeat_fit import fit_repeat_bonus, with_repeat_bonus
+
+    ckpt = load_checkpoint(run.path("student"))
+    model = model_from_checkpoint(ckpt, str(run.path("student")))
+    report = fit_repeat_bonus(model, sessions.valid_samples)
+    save_checkpoint(with_repeat_bonus(ckpt, model, report), run.path("bonus"))
+    log(f"  repeat bonus: validation {report['metric']} {100 * report['before']:.2f} -> {100 * report['after']:.2f}")
+    return {"metric": report["metric"], "before": report["before"], "after": report["after"]}
+
+
+def _build(run: Run, *, data, log, **_) -> dict:
+    from .export import build
+
+    manifest = build(run.path("bonus"), run.out / ARTIFACT, force=True, eval_data=data, log=log)
+    from .report.measure import size_report
+
+    sizes = size_report(run.out / ARTIFACT, measure_rss=False)
+    return {"metrics": manifest.get("evaluation", {}).get("metrics"), "total_bytes": sizes["total_bytes"],
+            "item_representation_bytes": sizes["item_representation_bytes"],
+            "item_compression_ratio": sizes["item_compression_ratio"],
+            "artifact_compression_ratio": sizes["artifact_compression_ratio"]}
+
+
+def _verify(run: Run, *, data, log, **_) -> dict:
+    from .errors import OdrecError
+    from .verify.parity import verify
+
+    report = verify(run.out / ARTIFACT, ckpt=run.path("bonus"), data=data, arm=False, log=log)
+    run.path("verify").write_text(json.dumps(report.to_json(), sort_keys=True, indent=1) + "\n")
+    if report.exit_code:
+        raise OdrecError(f"verify failed on {run.out / ARTIFACT}:\n{report.table()}")
+    return {"passed": True}
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def report(run: Run, data, protocol) -> str:
+    """DIR/report.md: baseline vs teacher vs student, bytes, the verify verdict, the commands by hand."""
+    r, ph = run.record, run.record["phases"]
+    out, vf = run.out, protocol.valid_fraction
+    base, teacher, student = r["baseline"], ph["teacher"]["test_metrics"] or {}, ph["student"]["test_metrics"] or {}
+    share = lambda k: (f"{100 * student[k] / teacher[k]:.0f}%" if teacher.get(k) and k in student else "-")
+    rows = [("transition baseline", base), ("teacher (PyTorch)", teacher),
+            (f"{r['compressor']} student (PyTorch, no bonus)", student),
+            (f"{r['compressor']} student + repeat bonus (the artifact, onnxruntime)", ph["build"]["metrics"] or {})]
+    walls = ", ".join(f"{p} {ph[p]['seconds']:.0f}s" for p in PHASES)
+    t, s = ph["teacher"], ph["student"]
+    batches = lambda p: ("" if p["max_batches"] is None else f" --max-batches {p['max_batches']}") + (
+        f" --length-buckets {p['length_buckets']}" if p.get("length_buckets") else "") + f" --patience {p['patience']}"
+    lines = ["# odrec-export fit", "", f"data: {r['split']['path']} (sha256 {r['split']['sha256'][:16]}…), "
+             f"valid fraction {vf}, {json.dumps(r['split']['counts'])}", "",
+             "| model | HR@10 | NDCG@10 |", "|---|---|---|",
+             *[f"| {name} | {_pct(m.get('HR@10'))} | {_pct(m.get('NDCG@10'))} |" for name, m in rows], "",
+             f"student as share of the teacher (PyTorch, neither with a repeat bonus): HR@10 {share('HR@10')}, NDCG@10 {share('NDCG@10')}", "",
+             f"artifact: {out / ARTIFACT}, {ph['build']['total_bytes']:,} bytes; item representation "
+             f"{ph['build']['item_representation_bytes']:,} bytes, {ph['build']['item_compression_ratio']:.1f}x "
+             f"smaller than the fp32 table", f"verify (x86): {'PASS' if ph['verify']['passed'] else 'FAIL'}",
+             f"wall time per phase: {walls}", "", "The same steps by hand:", "", "```",
+             f"odrec-export baseline --data {data} --valid-fraction {vf}",
+             f"odrec-export train --data {data} --out {run.path('teacher')} --epochs {t['epochs']}{batches(t)} "
+             f"--loss {t['loss']} --valid-fraction {vf}",
+             f"odrec-export train --data {data} --teacher {run.path('teacher')} --compressor {r['compressor']} "
+             f"--out {run.path('student')} --epochs {s['epochs']}{batches(s)} --loss {s['loss']} --valid-fraction {vf}",
+             f"odrec-export repeat-bonus --ckpt {run.path('student')} --data {data} --out {run.path('bonus')} "
+             f"--valid-fraction {vf}",
+             f"odrec-export build --ckpt {run.path('bonus')} --out {out / ARTIFACT} --eval-data {data} --force",
+             f"odrec-export verify {out / ARTIFACT} --ckpt {run.path('bonus')} --data {data} --no-arm", "```", ""]
+    return "\n".join(lines)
