@@ -241,8 +241,7 @@ def fit(data, out, *, budget: str = "10m", compressor: str = "codes", resume: bo
 
     t_start = time.monotonic()
     seconds = parse_budget(budget)
-    compressors.get(compressor)
-    if compressor == compressors.UNCOMPRESSED:
+    if compressors.get(compressor).holds_full_table:
         raise UsageError("fit distils a compressed student: choose a --compressor other than none")
     if stop_after is not None and stop_after not in PHASES:
         raise UsageError(f"unknown phase '{stop_after}' (one of {', '.join(PHASES)})")
