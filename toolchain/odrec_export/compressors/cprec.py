@@ -27,9 +27,7 @@ size (N=40727, d=128, ρ=4) the default is blocks [253, 1012, 4049] + a 35413-it
 Items are ranked by a buffer (``position``), set from the training click counts by
 ``init_from_table`` or ``set_frequencies``; until then items keep index order.
 
-The ONNX head (CpRec's block table and adaptive softmax as an ONNX graph piece).
-
-Input side: each index is mapped through ``cprec/position`` to its rank; every block gathers its
+The ONNX head (the block table and adaptive softmax as a graph piece). Input side: each index is mapped through ``cprec/position`` to its rank; every block gathers its
 rows (clipped into range) and projects them to d, and a per-block in-range mask keeps the right
 one. Output side, all from the runtime session vector s (nothing N×d is ever built, nor can
 constant folding build it):

@@ -25,12 +25,8 @@ R/t × I2 × J2/t for stt). Nothing here builds the (N+1) × d table except ``ta
 * stt: U[b, i1, j2', p] = Σ_(j1, b') s[b, j1, j2'·t + b'] G1[i1, j1, p·t + b'] (B·I1·d·R/t), then
   score = Σ_(j2', p) U · G2[p, i2, j2'] (B·I1·I2·R·J2/t²).
 
-The ONNX head (below) computes exactly the same contractions from the arrays of
-``export_arrays``.
-
-The ONNX head (``tt`` and ``stt``.)
-
-Both take the arrays of ``export_arrays`` as they are (the layouts are prepared in numpy there):
+The ONNX heads (below) compute exactly the same contractions from the arrays of ``export_arrays``,
+taken as they are (the layouts are prepared in numpy there):
 
 * tt: ``tt/core1`` I1 × R × J1, ``tt/core2`` I2 × (R·J2);
 * stt: ``stt/core1`` I1 × (J1·t) × (R/t), ``stt/core2`` I2 × ((J2/t)·(R/t)).
