@@ -5,8 +5,8 @@ Codes are a frozen buffer stored as the smallest unsigned integer type that hold
 codebooks (M × K × d) are trained. They are learned from the teacher's table before distillation
 (code_learning.py).
 
-The ONNX head.ONNX head of the compositional codes : item vectors from the session's codes,
-and every item's score from per-query score tables.
+The ONNX head writes the item vectors from the session's codes, and every item's score from
+per-query score tables.
 
 Scoring is exact: s·e_v = Σ_m T_m[c_m(v)] with T_m = E_m·s. What it costs per item is the number of
 table lookups, so codebooks are combined in groups of ``g`` (1 or 2): a group's table holds, for every
@@ -380,7 +380,7 @@ class Codes(Compressor):
         return rows
 
     def match_artifact(self, table: CodesItemTable, manifest: dict, round_trip) -> None:
-        scheme = (manifest.get("quantisation") or {}).get("scheme") or "fp32"
+        scheme = A.quant_scheme(manifest) or "fp32"
         if scheme != "fp32":
             m, k, d = table.codebooks.shape
             with torch.no_grad():
@@ -412,7 +412,7 @@ def check_codes(inits: dict, manifest: dict, books_shape) -> list[str]:
     if isinstance(num_items, int) and codes_shape[1:] != (num_items,):
         problems.append(f"{A.MODEL_FILE}: codes cover {codes_shape[1:]} items, manifest num_items is {num_items}")
     books = numpy_helper.to_array(inits[A.CODEBOOKS]) if A.CODEBOOKS in inits else None
-    quant = manifest.get("quantisation", {}).get("scheme") if isinstance(manifest.get("quantisation"), dict) else None
+    quant = A.quant_scheme(manifest)
     comp = manifest.get("compressor") if isinstance(manifest.get("compressor"), dict) else {}
     if quant not in A.QUANT_SCHEMES:
         problems.append(f"{A.MANIFEST_FILE}: quantisation scheme {quant!r} is not one of {', '.join(A.QUANT_SCHEMES)}")

@@ -90,6 +90,12 @@ def id_map_file(manifest: dict) -> str:
     return name
 
 
+def quant_scheme(manifest: dict) -> str | None:
+    """The codebook quantisation the manifest declares ("int8", "fp32"), or None."""
+    q = manifest.get("quantisation")
+    return q.get("scheme") if isinstance(q, dict) else None
+
+
 def validate(folder: str | Path) -> dict:
     """Read the manifest and check every listed file's size and sha256; returns the manifest."""
     folder = Path(folder)

@@ -66,7 +66,7 @@ def _describe(folder: Path) -> dict:
     d = {"dir": str(folder), "num_items": manifest["num_items"],
          "max_session_length": manifest.get("max_session_length"),
          "compressor": comp, "compressor_name": comp.get("name", "n/a"),
-         "quantisation": (manifest.get("quantisation") or {}).get("scheme"),
+         "quantisation": A.quant_scheme(manifest),
          "model_bytes": (folder / A.MODEL_FILE).stat().st_size,
          "total_bytes": sum(parts.values()),
          "item_representation_bytes": item_bytes, "item_representation_source": item_src,

@@ -257,12 +257,6 @@ def _check_graph(check: Check, model, manifest: dict) -> None:
         check.fail(f"{A.MODEL_FILE}: onnxruntime refuses it: {str(e).strip().splitlines()[0][:160]}")
 
 
-def quant_scheme(manifest: dict) -> str | None:
-    """The codebook quantisation the manifest declares ("int8", "fp32"), or None."""
-    q = manifest.get("quantisation")
-    return q.get("scheme") if isinstance(q, dict) else None
-
-
 # --------------------------------------------------------------------------- inputs
 
 
