@@ -151,14 +151,16 @@ def train(**options) -> None:
                    kd=options["kd"], distill=pick(options, DISTILLATION), progress=_rich_progress, log=typer.echo)
 
 
+METRICS_JSON = opt("as_json", bool, False, "--json", metavar="", help="Print one JSON object (fractions).")
+
+
 def _ckpt(help: str) -> Opt:
     return opt("ckpt", Path, ..., "--ckpt", **existing("--ckpt", CKPT), help=help)
 
 
 @app.command("eval")
 @one_line_errors
-@command_options(_ckpt("Checkpoint to evaluate."), DATA,
-                 opt("as_json", bool, False, "--json", metavar="", help="Print one JSON object (fractions)."),
+@command_options(_ckpt("Checkpoint to evaluate."), DATA, METRICS_JSON,
                  opt("by_group", bool, default_of(pipeline.evaluate, "breakdown"), "--breakdown", metavar="",
                      help="Also per group of samples: by the target's clicks in the training sessions, and by "
                      "whether it is already in the session."),
@@ -172,8 +174,7 @@ def eval_cmd(**options) -> None:
 
 @app.command()
 @one_line_errors
-@command_options(DATA, opt("as_json", bool, False, "--json", metavar="", help="Print one JSON object (fractions)."),
-                 CLICK_LOG, VALID)
+@command_options(DATA, METRICS_JSON, CLICK_LOG, VALID)
 def baseline(**options) -> None:
     """The last-3-items transition baseline on the test samples of --data: what a trained model must beat."""
     metrics = pipeline.baseline(options["data"], protocol=_protocol(options))
