@@ -22,10 +22,6 @@ FINETUNE_TRAINING = {"epochs": 1, "lr": 1e-4, "lr_schedule": "cosine", "patience
 """``finetune``'s training settings where they differ from ``TrainConfig``'s (a trained model: short, small steps)."""
 
 
-def _no_progress(it, total: int, label: str):
-    return it
-
-
 def load_split_like(checkpoint, data, protocol=None):
     """``data`` split with ``protocol.valid_fraction`` when set, else as the checkpoint's own run split it."""
     from .data.sessions import load_like_checkpoint, load_sessions
@@ -67,7 +63,7 @@ def train(data, out, *, config=None, encoder: Optional[dict] = None, protocol=No
     from .checkpoint import save_checkpoint
     from .data.sessions import load_sessions
     from .errors import UsageError
-    from .train.loop import TrainConfig, resolve_device
+    from .train.loop import TrainConfig, no_progress, resolve_device
 
     student = compressor != UNCOMPRESSED or teacher is not None
     if init is not None and student and teacher is None:
@@ -80,7 +76,7 @@ def train(data, out, *, config=None, encoder: Optional[dict] = None, protocol=No
     config = replace(config, device=resolve_device(config.device))
     sessions = load_sessions(data, protocol)
     log(f"data: {json.dumps(sessions.report)}")
-    run = dict(progress=progress or _no_progress, log=log, save=lambda c: save_checkpoint(c, out))
+    run = dict(progress=progress or no_progress, log=log, save=lambda c: save_checkpoint(c, out))
     if student:
         ckpt = _train_student(sessions, config, encoder or {}, compressor, teacher, init, options, kd,
                               dict(distill or {}), **run)
@@ -225,7 +221,7 @@ def finetune(ckpt, data, out, *, objective: str = "new", config=None, protocol=N
     from .errors import UsageError
     from .train.finetune import finetune as finetune_model
     from .train.finetune import load_for_finetune
-    from .train.loop import resolve_device
+    from .train.loop import no_progress, resolve_device
 
     if Path(out).resolve() == Path(ckpt).resolve():  # the run saves as it goes: a stopped run would lose it
         raise UsageError("--out must not be --ckpt: write the fine-tuned model to a new file")
@@ -234,7 +230,7 @@ def finetune(ckpt, data, out, *, objective: str = "new", config=None, protocol=N
     sessions = load_split_like(load_checkpoint(ckpt), data, protocol)
     checkpoint = load_for_finetune(ckpt, sessions)
     result = finetune_model(checkpoint, sessions, config, objective=objective, source=str(ckpt),
-                            progress=progress or _no_progress, log=log, save=lambda c: save_checkpoint(c, out))
+                            progress=progress or no_progress, log=log, save=lambda c: save_checkpoint(c, out))
     save_result(result, out, log)
     return result
 
