@@ -86,12 +86,13 @@ def plan_phase(name: str, seconds: float, step: float, epoch_batches: int, eval_
 
 @dataclass
 class Costs:
-    """What planning measured or estimated, in seconds."""
+    """What planning measured or estimated, in seconds, and the batches in an epoch."""
     teacher_step: float
     valid_eval: float
     test_eval: float
     code_fit: float
     finish: float  # repeat bonus + build (with its evaluation) + verify
+    epoch_batches: int
 
     def reserve(self, after: str) -> float:
         """Seconds the phases after ``after`` need besides training: test evaluations, code fit, finish."""
@@ -142,7 +143,7 @@ def measure(sessions, encoder: dict, cfg, steps: int = PROBE_STEPS) -> Costs:
     # codes' fit: ~500 full-table steps, each about a teacher step's work per 10k items, plus k-means
     code_fit = 5.0 + 500 * step * max(1.0, sessions.num_items / 10_000)
     finish = 20.0 + 3 * test_eval + 2 * valid_eval  # bonus (a valid pass), build (fp32 + quantised eval), verify
-    return Costs(step, valid_eval, test_eval, code_fit, finish)
+    return Costs(step, valid_eval, test_eval, code_fit, finish, math.ceil(len(batches) / cfg.batch_size))
 
 
 def train_config(sessions, device: str):
@@ -259,7 +260,7 @@ def fit(data, out, *, budget: str = "10m", compressor: str = "codes", resume: bo
         f"NDCG@10 {100 * record['baseline']['NDCG@10']:.2f}")
     todo = _todo(run)
     costs = measure(sessions, encoder, cfg) if {"teacher", "student"} & set(todo) else None
-    plan = _plan(todo, seconds - (time.monotonic() - t_start), costs, sessions, cfg, budget)
+    plan = _plan(todo, seconds - (time.monotonic() - t_start), costs, budget)
     log(f"plan for {budget} ({seconds:.0f}s; {time.monotonic() - t_start:.0f}s spent on loading and measuring):")
     for line in plan:
         log("  " + line)
@@ -298,14 +299,12 @@ def _todo(run: Run) -> list[str]:
     return []
 
 
-def _plan(todo: list[str], left: float, costs: Optional[Costs], sessions, cfg, budget: str) -> list[str]:
+def _plan(todo: list[str], left: float, costs: Optional[Costs], budget: str) -> list[str]:
     """The plan's lines; a usage error when the budget cannot fit one short epoch of each training phase."""
     from .errors import UsageError
-    from .train.loop import SampleBatches
 
     if costs is None:
         return [f"{name:<8} (no training left)" for name in todo]
-    n = math.ceil(len(SampleBatches(sessions, 1)) / cfg.batch_size)
     train_s = left - costs.reserve("start")
     phases = []
     for name, share, step in (("teacher", TEACHER_SHARE, costs.teacher_step),
@@ -313,7 +312,7 @@ def _plan(todo: list[str], left: float, costs: Optional[Costs], sessions, cfg, b
         if name not in todo:
             continue
         s = train_s * (share if "teacher" in todo else 1.0)
-        phase = plan_phase(name, s, step, n, costs.valid_eval)
+        phase = plan_phase(name, s, step, costs.epoch_batches, costs.valid_eval)
         if phase is None:
             need = costs.reserve("start") + sum((MIN_BATCHES * costs.teacher_step * f + costs.valid_eval) / SAFETY / w
                                                 for f, w in ((1, TEACHER_SHARE), (STUDENT_STEP_FACTOR, 1 - TEACHER_SHARE)))
@@ -325,19 +324,17 @@ def _plan(todo: list[str], left: float, costs: Optional[Costs], sessions, cfg, b
                      f"for code fit and test evaluations)"] * bool(rest)
 
 
-def _phase_config(name: str, run: Run, sessions, cfg, costs: Costs, deadline: float, log: Log):
+def _phase_config(name: str, run: Run, cfg, costs: Costs, deadline: float, log: Log):
     """``cfg`` with the epochs × batches that fit the time really left before this phase."""
     from dataclasses import replace
 
     from .errors import UsageError
-    from .train.loop import SampleBatches
 
     left = deadline - time.monotonic() - costs.reserve(name)
     step = costs.teacher_step * (1.0 if name == "teacher" else STUDENT_STEP_FACTOR)
     if name == "teacher" and not run.done("student"):
         left *= TEACHER_SHARE
-    n = math.ceil(len(SampleBatches(sessions, 1)) / cfg.batch_size)
-    phase = plan_phase(name, left, step, n, costs.valid_eval)
+    phase = plan_phase(name, left, step, costs.epoch_batches, costs.valid_eval)
     if phase is None:
         raise UsageError(f"{name}: {max(left, 0):.0f}s left of the budget, not enough for one epoch of "
                          f"{MIN_BATCHES} batches; continue with --resume and a larger --budget")
@@ -349,11 +346,12 @@ def _phase_config(name: str, run: Run, sessions, cfg, costs: Costs, deadline: fl
 
 def _teacher(run: Run, *, sessions, cfg, encoder, costs, deadline, progress, log, **_) -> dict:
     from .checkpoint import save_checkpoint
-    from .pipeline import _no_progress, _train_teacher
+    from .pipeline import _train_teacher
+    from .train.loop import no_progress
 
-    cfg = _phase_config("teacher", run, sessions, cfg, costs, deadline, log)
+    cfg = _phase_config("teacher", run, cfg, costs, deadline, log)
     path = run.path("teacher")
-    ckpt = _train_teacher(sessions, cfg, encoder, None, progress=progress or _no_progress, log=log,
+    ckpt = _train_teacher(sessions, cfg, encoder, None, progress=progress or no_progress, log=log,
                           save=lambda c: save_checkpoint(c, path))
     return {"epochs": cfg.epochs, "max_batches": cfg.max_batches, "loss": cfg.loss, "length_buckets": cfg.length_buckets,
             "patience": cfg.patience,
@@ -362,12 +360,13 @@ def _teacher(run: Run, *, sessions, cfg, encoder, costs, deadline, progress, log
 
 def _student(run: Run, *, sessions, cfg, compressor, costs, deadline, progress, log, **_) -> dict:
     from .checkpoint import save_checkpoint
-    from .pipeline import _no_progress, _train_student
+    from .pipeline import _train_student
+    from .train.loop import no_progress
 
-    cfg = _phase_config("student", run, sessions, cfg, costs, deadline, log)
+    cfg = _phase_config("student", run, cfg, costs, deadline, log)
     path = run.path("student")
     ckpt = _train_student(sessions, cfg, {}, compressor, run.path("teacher"), None, {}, None, {},
-                          progress=progress or _no_progress, log=log, save=lambda c: save_checkpoint(c, path))
+                          progress=progress or no_progress, log=log, save=lambda c: save_checkpoint(c, path))
     return {"epochs": cfg.epochs, "max_batches": cfg.max_batches, "loss": cfg.loss, "length_buckets": cfg.length_buckets,
             "patience": cfg.patience,
             "test_metrics": ckpt.provenance.get("test_metrics"), "best_epoch": ckpt.provenance["best_epoch"],
