@@ -25,19 +25,31 @@ from .compressors import UNCOMPRESSED
 _PACKAGE = Path(__file__).resolve().parent
 
 
+def _parse(path: Path) -> tuple[ast.Module, dict]:
+    """A library module's syntax tree and its module-level constants (name → expression)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return tree, {t.id: node.value for node in tree.body if isinstance(node, ast.Assign)
+                  for t in node.targets if isinstance(t, ast.Name)}
+
+
+def _literal(expr, constants: dict):
+    """The value of a literal expression; a module-level constant's name stands for its value."""
+    if isinstance(expr, ast.Dict):
+        return {_literal(k, constants): _literal(v, constants) for k, v in zip(expr.keys, expr.values)}
+    return ast.literal_eval(constants.get(expr.id, expr) if isinstance(expr, ast.Name) else expr)
+
+
 @functools.lru_cache(maxsize=None)
 def library_defaults(module: str, name: str) -> dict:
     """The literal defaults of dataclass ``name`` (its fields) or function ``name`` (its keyword
     arguments) in ``odrec_export.<module>``; a module-level constant stands for its literal value."""
-    tree = ast.parse((_PACKAGE / f"{module.replace('.', '/')}.py").read_text(encoding="utf-8"))
-    constants = {t.id: node.value for node in tree.body if isinstance(node, ast.Assign)
-                 for t in node.targets if isinstance(t, ast.Name)}
+    tree, constants = _parse(_PACKAGE / f"{module.replace('.', '/')}.py")
 
     def literals(pairs) -> dict:
         out = {}
         for key, expr in pairs:
             try:
-                out[key] = ast.literal_eval(constants.get(expr.id, expr) if isinstance(expr, ast.Name) else expr)
+                out[key] = _literal(expr, constants)
             except ValueError:  # not a literal (a default_factory, a call): not a default we can show
                 pass
         return out
@@ -62,24 +74,17 @@ def compressor_declarations() -> dict[str, dict]:
     classes there): the --compressor choices and the help of its options without loading torch."""
     classes = {}
     for path in sorted((_PACKAGE / "compressors").glob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        constants = {t.id: node.value for node in tree.body if isinstance(node, ast.Assign)
-                     for t in node.targets if isinstance(t, ast.Name)}
+        tree, constants = _parse(path)
         for node in tree.body:
             if isinstance(node, ast.ClassDef):
                 attrs = {t.id: (s.value, constants) for s in node.body if isinstance(s, ast.Assign)
                          for t in s.targets if isinstance(t, ast.Name) and t.id in ("name", "summary", "options")}
                 classes[node.name] = ([b.id for b in node.bases if isinstance(b, ast.Name)], attrs)
 
-    def literal(expr, constants):
-        if isinstance(expr, ast.Dict):
-            return {literal(k, constants): literal(v, constants) for k, v in zip(expr.keys, expr.values)}
-        return ast.literal_eval(constants.get(expr.id, expr) if isinstance(expr, ast.Name) else expr)
-
     def declared(cls: str, attr: str):
         bases, attrs = classes.get(cls, ([], {}))
         if attr in attrs:
-            return literal(*attrs[attr])
+            return _literal(*attrs[attr])
         return next((v for v in (declared(b, attr) for b in bases) if v is not None), None)
 
     found = {declared(c, "name"): {"summary": declared(c, "summary"), "options": declared(c, "options") or {}}
