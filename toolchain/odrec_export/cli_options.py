@@ -256,6 +256,8 @@ TRAINING = panel(
     opt("lr_schedule", str, TRAIN["lr_schedule"], "--lr-schedule", **choice("--lr-schedule", "constant", "cosine"),
         help="constant, or cosine: the learning rate falls to 0 over the planned epochs × batches."),
     opt("patience", int, TRAIN["patience"], min=1, help=PATIENCE_HELP),
+    opt("time_limit", Optional[float], TRAIN["time_limit"], "--time-limit", min=1.0,
+        help="Seconds of training at most: the epoch then running stops early, is validated and is the last."),
 )
 
 # EncoderConfig's fields but num_items

@@ -42,6 +42,8 @@ PATIENCE_SHARE = 5  # patience: at least the library's, a fifth of the planned e
 PATIENCE_STEPS = 200  # steps without a validation gain before stopping: epochs of 10 batches (a small log)
 # stopped after 2 epochs' patience while still learning (Diginetica sample: test HR@10 5.88 instead of 61.76)
 SAFETY = 0.85  # a phase plans this share of its seconds (the estimates are estimates)
+VALID_SAMPLES = 20_000  # default split: ClickLogProtocol's fraction, cut to about this many validation samples
+# (Tmall: 0.1 → ~100k samples, every epoch's validation slower and 8% fewer training sessions than 0.02 → 20k)
 
 
 def parse_budget(text: str) -> float:
@@ -94,6 +96,11 @@ class Costs:
     finish: float  # repeat bonus + build (with its evaluation) + verify
     epoch_batches: int
 
+    def overhead(self, phase: str) -> float:
+        """Seconds a training phase spends besides its steps: the last validation pass, the test
+        evaluations and, for the student, the code fit."""
+        return self.valid_eval + ({"teacher": self.test_eval, "student": self.code_fit + 2 * self.test_eval}[phase])
+
     def reserve(self, after: str) -> float:
         """Seconds the phases after ``after`` need besides training: test evaluations, code fit, finish."""
         student = self.code_fit + 2 * self.test_eval  # student and its teacher after distillation
@@ -142,7 +149,8 @@ def measure(sessions, encoder: dict, cfg, steps: int = PROBE_STEPS) -> Costs:
     test_eval = per_sample * len(sessions.test_samples)
     # codes' fit: ~500 full-table steps, each about a teacher step's work per 10k items, plus k-means
     code_fit = 5.0 + 500 * step * max(1.0, sessions.num_items / 10_000)
-    finish = 20.0 + 3 * test_eval + 2 * valid_eval  # bonus (a valid pass), build (fp32 + quantised eval), verify
+    # bonuses (teacher's and student's: a valid and a test pass each), build (fp32 + quantised eval), verify
+    finish = 20.0 + 5 * test_eval + 3 * valid_eval
     return Costs(step, valid_eval, test_eval, code_fit, finish, math.ceil(len(batches) / cfg.batch_size))
 
 
@@ -221,6 +229,12 @@ def _open(data, out: Path, resume: bool, valid_fraction, compressor: str, log: L
         raise UsageError(f"{out} holds a fit run ({STATE}): pass --resume to continue it, or another --out")
     protocol = ClickLogProtocol() if valid_fraction is None else ClickLogProtocol(valid_fraction=valid_fraction)
     sessions = load_sessions(data, protocol)
+    if valid_fraction is None and len(sessions.valid_samples) > VALID_SAMPLES:
+        fraction = round(protocol.valid_fraction * VALID_SAMPLES / len(sessions.valid_samples), 4)
+        log(f"validation: {len(sessions.valid_samples):,} samples at fraction {protocol.valid_fraction}; "
+            f"splitting again at {fraction} for about {VALID_SAMPLES:,}")
+        protocol = ClickLogProtocol(valid_fraction=fraction)
+        sessions = load_sessions(data, protocol)
     split = _split_record(sessions, data, protocol)
     if previous is not None:
         _check_same(previous["split"], split)
@@ -274,7 +288,7 @@ def fit(data, out, *, budget: str = "10m", compressor: str = "codes", resume: bo
     for name in todo:
         t0 = time.monotonic()
         log(f"[{t0 - t_start:5.0f}s of {seconds:.0f}s] {name} ...")
-        extra = steps[name](run, **env)
+        extra = steps[name](run, first=resume and name == todo[0], **env)
         run.mark(name, time.monotonic() - t0, **extra)
         this_run["phases"][name] = round(time.monotonic() - t0, 1)
         run.save()
@@ -325,7 +339,8 @@ def _plan(todo: list[str], left: float, costs: Optional[Costs], budget: str) -> 
 
 
 def _phase_config(name: str, run: Run, cfg, costs: Costs, deadline: float, log: Log):
-    """``cfg`` with the epochs × batches that fit the time really left before this phase."""
+    """``cfg`` with the epochs × batches that fit the time really left before this phase, and that
+    time as a hard limit on its training (estimates are estimates; the budget is the user's)."""
     from dataclasses import replace
 
     from .errors import UsageError
@@ -340,51 +355,72 @@ def _phase_config(name: str, run: Run, cfg, costs: Costs, deadline: float, log: 
                          f"{MIN_BATCHES} batches; continue with --resume and a larger --budget")
     batches = phase.max_batches or phase.batches_per_epoch
     patience = max(cfg.patience, phase.epochs // PATIENCE_SHARE, math.ceil(PATIENCE_STEPS / batches))
-    log(f"  {phase.line()}, patience {patience}")
-    return replace(cfg, epochs=phase.epochs, max_batches=phase.max_batches, patience=patience)
+    limit = max(left - costs.overhead(name), MIN_BATCHES * step)
+    log(f"  {phase.line()}, patience {patience}, training stops after {limit:.0f}s at the latest")
+    return replace(cfg, epochs=phase.epochs, max_batches=phase.max_batches, patience=patience, time_limit=limit)
 
 
-def _teacher(run: Run, *, sessions, cfg, encoder, costs, deadline, progress, log, **_) -> dict:
+def _continued(run: Run, name: str, first: bool, log: Log) -> Optional[Path]:
+    """The phase's file left by an interrupted run, to continue from (its best epoch so far), when this
+    phase is the first one to redo (the phases before it, whose output it was trained on, unchanged)."""
+    path = run.path(name)
+    if first and path.is_file():
+        log(f"  continuing from {path} (the best so far of an interrupted run)")
+        return path
+    return None
+
+
+def _teacher(run: Run, *, sessions, cfg, encoder, costs, deadline, first, progress, log, **_) -> dict:
     from .checkpoint import save_checkpoint
     from .pipeline import _train_teacher
     from .train.loop import no_progress
 
     cfg = _phase_config("teacher", run, cfg, costs, deadline, log)
     path = run.path("teacher")
-    ckpt = _train_teacher(sessions, cfg, encoder, None, progress=progress or no_progress, log=log,
-                          save=lambda c: save_checkpoint(c, path))
+    ckpt = _train_teacher(sessions, cfg, encoder, _continued(run, "teacher", first, log),
+                          progress=progress or no_progress, log=log, save=lambda c: save_checkpoint(c, path))
     return {"epochs": cfg.epochs, "max_batches": cfg.max_batches, "loss": cfg.loss, "length_buckets": cfg.length_buckets,
-            "patience": cfg.patience,
+            "patience": cfg.patience, "time_limit": round(cfg.time_limit),
             "test_metrics": ckpt.provenance.get("test_metrics"), "best_epoch": ckpt.provenance["best_epoch"]}
 
 
-def _student(run: Run, *, sessions, cfg, compressor, costs, deadline, progress, log, **_) -> dict:
+def _student(run: Run, *, sessions, cfg, compressor, costs, deadline, first, progress, log, **_) -> dict:
     from .checkpoint import save_checkpoint
     from .pipeline import _train_student
     from .train.loop import no_progress
 
     cfg = _phase_config("student", run, cfg, costs, deadline, log)
     path = run.path("student")
-    ckpt = _train_student(sessions, cfg, {}, compressor, run.path("teacher"), None, {}, None, {},
-                          progress=progress or no_progress, log=log, save=lambda c: save_checkpoint(c, path))
+    ckpt = _train_student(sessions, cfg, {}, compressor, run.path("teacher"), _continued(run, "student", first, log),
+                          {}, None, {}, progress=progress or no_progress, log=log,
+                          save=lambda c: save_checkpoint(c, path))
     return {"epochs": cfg.epochs, "max_batches": cfg.max_batches, "loss": cfg.loss, "length_buckets": cfg.length_buckets,
-            "patience": cfg.patience,
+            "patience": cfg.patience, "time_limit": round(cfg.time_limit),
             "test_metrics": ckpt.provenance.get("test_metrics"), "best_epoch": ckpt.provenance["best_epoch"],
             "item_ratio_bytes": ckpt.provenance["item_bytes"]["ratio_bytes"]}
 
 
 def _bonus(run: Run, *, sessions, log, **_) -> dict:
-    """The student's repeat bonus, fitted on the run's validation split (the student file is kept)."""
+    """The repeat bonus fitted on the run's validation split, to the student (its file is kept) and, to
+    compare like with like, to the teacher; both evaluated on the test split with their bonus."""
     from .checkpoint import load_checkpoint, save_checkpoint
     from .models.registry import model_from_checkpoint
+    from .train.evaluate import evaluate_model
     from .train.repeat_fit import fit_repeat_bonus, with_repeat_bonus
 
-    ckpt = load_checkpoint(run.path("student"))
-    model = model_from_checkpoint(ckpt, str(run.path("student")))
-    report = fit_repeat_bonus(model, sessions.valid_samples)
-    save_checkpoint(with_repeat_bonus(ckpt, model, report), run.path("bonus"))
-    log(f"  repeat bonus: validation {report['metric']} {100 * report['before']:.2f} -> {100 * report['after']:.2f}")
-    return {"metric": report["metric"], "before": report["before"], "after": report["after"]}
+    out = {}
+    for name in ("teacher", "student"):
+        ckpt = load_checkpoint(run.path(name))
+        model = model_from_checkpoint(ckpt, str(run.path(name)))
+        fitted = fit_repeat_bonus(model, sessions.valid_samples)
+        test = evaluate_model(model, sessions.test_samples, max_len=model.encoder.cfg.max_len)
+        log(f"  {name} + repeat bonus: validation {fitted['metric']} {100 * fitted['before']:.2f} -> "
+            f"{100 * fitted['after']:.2f}; test HR@10 {100 * test['HR@10']:.2f} NDCG@10 {100 * test['NDCG@10']:.2f}")
+        out[name] = {"metric": fitted["metric"], "before": fitted["before"], "after": fitted["after"],
+                     "test_metrics": test}
+        if name == "student":
+            save_checkpoint(with_repeat_bonus(ckpt, model, fitted), run.path("bonus"))
+    return out
 
 
 def _build(run: Run, *, data, log, **_) -> dict:
@@ -415,24 +451,34 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.2f}"
 
 
+def _share(student: dict, teacher: dict, key: str) -> str:
+    return f"{100 * student[key] / teacher[key]:.0f}%" if teacher.get(key) and key in student else "-"
+
+
 def report(run: Run, data, protocol) -> str:
     """DIR/report.md: baseline vs teacher vs student, bytes, the verify verdict, the commands by hand."""
     r, ph = run.record, run.record["phases"]
     out, vf = run.out, protocol.valid_fraction
     base, teacher, student = r["baseline"], ph["teacher"]["test_metrics"] or {}, ph["student"]["test_metrics"] or {}
-    share = lambda k: (f"{100 * student[k] / teacher[k]:.0f}%" if teacher.get(k) and k in student else "-")
+    with_bonus = {name: ph["bonus"].get(name, {}).get("test_metrics") or {} for name in ("teacher", "student")}
     rows = [("transition baseline", base), ("teacher (PyTorch)", teacher),
-            (f"{r['compressor']} student (PyTorch, no bonus)", student),
+            (f"{r['compressor']} student (PyTorch)", student),
+            ("teacher + repeat bonus (PyTorch)", with_bonus["teacher"]),
+            (f"{r['compressor']} student + repeat bonus (PyTorch)", with_bonus["student"]),
             (f"{r['compressor']} student + repeat bonus (the artifact, onnxruntime)", ph["build"]["metrics"] or {})]
     walls = ", ".join(f"{p} {ph[p]['seconds']:.0f}s" for p in PHASES)
     t, s = ph["teacher"], ph["student"]
     batches = lambda p: ("" if p["max_batches"] is None else f" --max-batches {p['max_batches']}") + (
-        f" --length-buckets {p['length_buckets']}" if p.get("length_buckets") else "") + f" --patience {p['patience']}"
+        f" --length-buckets {p['length_buckets']}" if p.get("length_buckets") else "") + f" --patience {p['patience']}" + (
+        f" --time-limit {p['time_limit']}" if p.get("time_limit") else "")
     lines = ["# odrec-export fit", "", f"data: {r['split']['path']} (sha256 {r['split']['sha256'][:16]}…), "
              f"valid fraction {vf}, {json.dumps(r['split']['counts'])}", "",
              "| model | HR@10 | NDCG@10 |", "|---|---|---|",
              *[f"| {name} | {_pct(m.get('HR@10'))} | {_pct(m.get('NDCG@10'))} |" for name, m in rows], "",
-             f"student as share of the teacher (PyTorch, neither with a repeat bonus): HR@10 {share('HR@10')}, NDCG@10 {share('NDCG@10')}", "",
+             f"student as share of the teacher (PyTorch): HR@10 {_share(student, teacher, 'HR@10')}, NDCG@10 "
+             f"{_share(student, teacher, 'NDCG@10')}; both with their repeat bonus: HR@10 "
+             f"{_share(with_bonus['student'], with_bonus['teacher'], 'HR@10')}, NDCG@10 "
+             f"{_share(with_bonus['student'], with_bonus['teacher'], 'NDCG@10')}", "",
              f"artifact: {out / ARTIFACT}, {ph['build']['total_bytes']:,} bytes; item representation "
              f"{ph['build']['item_representation_bytes']:,} bytes, {ph['build']['item_compression_ratio']:.1f}x "
              f"smaller than the fp32 table", f"verify (x86): {'PASS' if ph['verify']['passed'] else 'FAIL'}",
@@ -444,6 +490,8 @@ def report(run: Run, data, protocol) -> str:
              f"--out {run.path('student')} --epochs {s['epochs']}{batches(s)} --loss {s['loss']} --valid-fraction {vf}",
              f"odrec-export repeat-bonus --ckpt {run.path('student')} --data {data} --out {run.path('bonus')} "
              f"--valid-fraction {vf}",
+             f"odrec-export repeat-bonus --ckpt {run.path('teacher')} --data {data} --out {out / 'teacher-bonus.pt'} "
+             f"--valid-fraction {vf}   # the teacher's row with a bonus (then: odrec-export eval)",
              f"odrec-export build --ckpt {run.path('bonus')} --out {out / ARTIFACT} --eval-data {data} --force",
              f"odrec-export verify {out / ARTIFACT} --ckpt {run.path('bonus')} --data {data} --no-arm", "```", ""]
     return "\n".join(lines)

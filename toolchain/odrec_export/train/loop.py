@@ -53,6 +53,7 @@ class TrainConfig:
     negatives: int = 1024
     in_batch: bool = False  # sampled: the batch's targets join the drawn negatives
     length_buckets: int = 0  # sort the prefixes of every this many batches by length (less padding); 0: off
+    time_limit: float | None = None  # seconds of training: the epoch then running ends early, is validated, and is the last
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -225,6 +226,7 @@ def run_epochs(model: SessionRecommender, data: SessionData, cfg: TrainConfig, s
     history, selection = [], BestEpoch(cfg.patience)
     n_batches = batches.count(cfg.batch_size, cfg.max_batches)
     base_lrs = [g["lr"] for g in opt.param_groups]
+    t_run = time.time()
     if keep_start and data.valid_samples and world.main:
         start = evaluate_model(model, data.valid_samples, max_len=model.encoder.cfg.max_len,
                                batch_size=cfg.eval_batch_size, device=device)
@@ -232,6 +234,7 @@ def run_epochs(model: SessionRecommender, data: SessionData, cfg: TrainConfig, s
         selection.stale = 0
         log(f"start: valid HR@10 {100 * start['HR@10']:.2f} NDCG@10 {100 * start['NDCG@10']:.2f} "
             "(an epoch must beat it to be kept)")
+    out_of_time = False
     for epoch in range(1, cfg.epochs + 1):
         step.train()
         t0, sums, seen = time.time(), {}, 0
@@ -256,6 +259,10 @@ def run_epochs(model: SessionRecommender, data: SessionData, cfg: TrainConfig, s
             for key, v in parts.items():
                 sums[key] = sums.get(key, 0.0) + v * len(targets)
             seen += len(targets)
+            if cfg.time_limit is not None:
+                out_of_time = world.decide(time.time() - t_run >= cfg.time_limit)
+                if out_of_time:
+                    break
         t_end = time.time()
         train_seconds = t_end - t0
         totals = world.sum([*sums.values(), seen]).tolist()  # over every process's rows
@@ -263,7 +270,8 @@ def run_epochs(model: SessionRecommender, data: SessionData, cfg: TrainConfig, s
         val = (evaluate_model(model, data.valid_samples, max_len=model.encoder.cfg.max_len,
                               batch_size=cfg.eval_batch_size, device=device)
                if data.valid_samples and world.main else {})
-        steps_per_s = (n_batches - warm) / max(t_end - t_warm, 1e-9) if n_batches > 1 else 1 / train_seconds
+        steps_per_s = ((i + 1 - warm) / max(t_end - t_warm, 1e-9) if n_batches > 1 and i > warm
+                       else (i + 1) / train_seconds)
         history.append({"epoch": epoch, **(extra() if extra else {}), "losses": means,
                         "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0, "train_seconds": train_seconds,
                         "steps_per_second": steps_per_s, "processes": world.size, "valid": val})
@@ -275,6 +283,10 @@ def run_epochs(model: SessionRecommender, data: SessionData, cfg: TrainConfig, s
         improved, stop = world.decide((improved, selection.exhausted))
         if improved and on_best is not None and world.main:
             on_best({"epochs_run": len(history), "best_epoch": epoch, "history": history})
+        if out_of_time:
+            log(f"time limit: {cfg.time_limit:.0f}s of training reached after {i + 1} of {n_batches} batches of "
+                f"{label} {epoch}; stopping")
+            break
         if not improved and stop:
             log(f"early stop: no validation gain for {cfg.patience} epochs")
             break
