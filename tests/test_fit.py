@@ -95,3 +95,46 @@ def test_impossible_budget_is_a_usage_error(tmp_path):
     r = cli("fit", "--data", str(DIGINETICA), "--out", str(tmp_path / "run"), "--budget", "1s")
     assert_one_line_error(r, 2, "--budget 1s", "at least")
     assert not (tmp_path / "run" / "fit.json").exists()
+
+
+def test_synthetic_run_interrupted_in_its_student_resumes_from_the_best_so_far(tmp_path):
+    """The mechanics on generated data: a real interrupt (SIGINT) while the student trains, a one-line
+    error, then --resume continues that student from its best epoch so far, within the budget, and ends
+    with a verified artifact and a report."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+    from odrec_export.data.synthetic import write_synthetic
+
+    data = write_synthetic(tmp_path / "synth", num_items=500, num_sessions=1500)
+    out = tmp_path / "run"
+    budget = "100s"
+    command = [sys.executable, "-m", "odrec_export.cli", "fit", "--data", str(data), "--out", str(out),
+               "--budget", budget]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(command, stdout=log, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+        t0 = time.monotonic()
+        while not (out / "student.pt").is_file() and first.poll() is None and time.monotonic() - t0 < 120:
+            time.sleep(0.1)
+        assert first.poll() is None, "the run ended before its student saved a first epoch"
+        first.send_signal(signal.SIGINT)
+        stderr = first.communicate(timeout=60)[1]
+    assert first.returncode == 130, stderr  # progress lines go to stderr too: the error is its last line
+    assert stderr.strip().splitlines()[-1] == "error: interrupted" and "Traceback" not in stderr, stderr
+    record = json.loads((out / "fit.json").read_text())
+    assert record["phases"]["teacher"]["done"] and "student" not in record["phases"]
+
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=REPO, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"continuing from {out / 'student.pt'}" in resumed.stdout
+    assert "] teacher ..." not in resumed.stdout
+    record = json.loads((out / "fit.json").read_text())
+    assert all(record["phases"][p]["done"] for p in F.PHASES)
+    assert record["runs"][-1]["wall_seconds"] <= 1.1 * F.parse_budget(budget)
+    assert json.loads((out / "verify.json").read_text())["passed"]
+    report = (out / "report.md").read_text()
+    assert "teacher + repeat bonus (PyTorch)" in report and "verify (x86): PASS" in report

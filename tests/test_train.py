@@ -80,3 +80,17 @@ def test_a_continuation_that_validates_worse_keeps_its_start(diginetica):
                   keep_start=True)  # a rate that wrecks the model
     assert history["best_epoch"] == 0 and any("keeping the start" in line for line in lines)
     assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+
+
+def test_a_time_limit_ends_the_running_epoch_validates_it_and_stops(diginetica):
+    from odrec_export.models.encoder import EncoderConfig
+    from odrec_export.models.registry import build_model
+    from odrec_export.train.loop import cross_entropy_loss, fit
+
+    torch.manual_seed(0)
+    model = build_model({"encoder": EncoderConfig(num_items=diginetica.num_items, dim=16, max_len=10).to_dict(),
+                         "compressor": "none", "items": {}})
+    lines = []
+    history = fit(model, diginetica, TrainConfig(epochs=5, time_limit=1e-9), cross_entropy_loss, log=lines.append)
+    assert history["epochs_run"] == 1 and history["best_epoch"] == 1 and history["history"][0]["valid"]
+    assert any(line.startswith("time limit:") and "after 1 of " in line for line in lines), lines

@@ -148,7 +148,8 @@ def measure(sessions, encoder: dict, cfg, steps: int = PROBE_STEPS) -> Costs:
     valid_eval = per_sample * len(sessions.valid_samples)
     test_eval = per_sample * len(sessions.test_samples)
     # codes' fit: ~500 full-table steps, each about a teacher step's work per 10k items, plus k-means
-    code_fit = 5.0 + 500 * step * max(1.0, sessions.num_items / 10_000)
+    # (a floor of 2,500 items' worth: 500 synthetic items took 13 s at a 0.10 s teacher step, not 500 steps' 50 s)
+    code_fit = 5.0 + 500 * step * max(sessions.num_items, 2_500) / 10_000
     # bonuses (teacher's and student's: a valid and a test pass each), build (fp32 + quantised eval), verify
     finish = 20.0 + 5 * test_eval + 3 * valid_eval
     return Costs(step, valid_eval, test_eval, code_fit, finish, math.ceil(len(batches) / cfg.batch_size))
