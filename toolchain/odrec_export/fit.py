@@ -373,12 +373,12 @@ def _continued(run: Run, name: str, first: bool, log: Log) -> Optional[Path]:
 
 def _teacher(run: Run, *, sessions, cfg, encoder, costs, deadline, first, progress, log, **_) -> dict:
     from .checkpoint import save_checkpoint
-    from .pipeline import _train_teacher
+    from .pipeline import train_teacher_on
     from .train.loop import no_progress
 
     cfg = _phase_config("teacher", run, cfg, costs, deadline, log)
     path = run.path("teacher")
-    ckpt = _train_teacher(sessions, cfg, encoder, _continued(run, "teacher", first, log),
+    ckpt = train_teacher_on(sessions, cfg, encoder, _continued(run, "teacher", first, log),
                           progress=progress or no_progress, log=log, save=lambda c: save_checkpoint(c, path))
     return {"epochs": cfg.epochs, "max_batches": cfg.max_batches, "loss": cfg.loss, "length_buckets": cfg.length_buckets,
             "patience": cfg.patience, "time_limit": round(cfg.time_limit),
@@ -387,14 +387,14 @@ def _teacher(run: Run, *, sessions, cfg, encoder, costs, deadline, first, progre
 
 def _student(run: Run, *, sessions, cfg, compressor, costs, deadline, first, progress, log, **_) -> dict:
     from .checkpoint import save_checkpoint
-    from .pipeline import _train_student
+    from .pipeline import train_student_on
     from .train.loop import no_progress
 
     cfg = _phase_config("student", run, cfg, costs, deadline, log)
     path = run.path("student")
-    ckpt = _train_student(sessions, cfg, {}, compressor, run.path("teacher"), _continued(run, "student", first, log),
-                          {}, None, {}, progress=progress or no_progress, log=log,
-                          save=lambda c: save_checkpoint(c, path))
+    ckpt = train_student_on(sessions, cfg, compressor, run.path("teacher"), encoder={},
+                            init=_continued(run, "student", first, log), options={}, kd=None, distill={},
+                            progress=progress or no_progress, log=log, save=lambda c: save_checkpoint(c, path))
     return {"epochs": cfg.epochs, "max_batches": cfg.max_batches, "loss": cfg.loss, "length_buckets": cfg.length_buckets,
             "patience": cfg.patience, "time_limit": round(cfg.time_limit),
             "test_metrics": ckpt.provenance.get("test_metrics"), "best_epoch": ckpt.provenance["best_epoch"],

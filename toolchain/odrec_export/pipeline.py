@@ -78,15 +78,17 @@ def train(data, out, *, config=None, encoder: Optional[dict] = None, protocol=No
     log(f"data: {json.dumps(sessions.report)}")
     run = dict(progress=progress or no_progress, log=log, save=lambda c: save_checkpoint(c, out))
     if student:
-        ckpt = _train_student(sessions, config, encoder or {}, compressor, teacher, init, options, kd,
-                              dict(distill or {}), **run)
+        ckpt = train_student_on(sessions, config, compressor, teacher, encoder=encoder or {}, init=init,
+                                options=options, kd=kd, distill=dict(distill or {}), **run)
     else:
-        ckpt = _train_teacher(sessions, config, encoder or {}, init, **run)
+        ckpt = train_teacher_on(sessions, config, encoder or {}, init, **run)
     save_result(ckpt, out, log)
     return ckpt
 
 
-def _train_teacher(sessions, config, encoder: dict, init, *, progress, log: Log, save):
+def train_teacher_on(sessions, config, encoder: dict, init, *, progress, log: Log, save):
+    """``train``'s teacher on data already loaded and split (``fit`` splits once for every phase);
+    ``init``: a teacher checkpoint to continue, or None."""
     from .train.loop import train_teacher
 
     start = None
@@ -97,8 +99,10 @@ def _train_teacher(sessions, config, encoder: dict, init, *, progress, log: Log,
     return ckpt
 
 
-def _train_student(sessions, config, encoder: dict, compressor: str, teacher, init, options: dict, kd,
-                   distill: dict, *, progress, log: Log, save):
+def train_student_on(sessions, config, compressor: str, teacher, *, encoder: dict, init, options: dict, kd,
+                     distill: dict, progress, log: Log, save):
+    """``train``'s student on data already loaded and split: distilled from the ``teacher`` checkpoint
+    (or, None, a teacher trained first), or continued from the student checkpoint ``init``."""
     from .errors import UsageError
     from .train.distill import distill_config, train_student
     from .train.loading import load_student, load_teacher, teacher_provenance
