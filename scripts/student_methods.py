@@ -1,0 +1,86 @@
+"""Students of one teacher at equal training time: which method closes the gap fastest.
+
+    python scripts/student_methods.py --data ../shared/data/tmall --teacher runs/fit_tmall_2h/teacher.pt \
+        --valid-fraction 0.0204 --seconds 600 [--variants codes codes-mse0.1 pq] [--out runs/methods]
+
+Each variant distils a fresh student from the same teacher file with the same data split, seed and
+training seconds (``TrainConfig.time_limit``; the item fit and the test evaluation are timed apart),
+in epochs of ``--batches`` batches so validation sees it often. Its repeat bonus is then fitted on
+validation, and it is evaluated on the test split with it, beside the teacher with its own bonus.
+Prints a table. The variants run one after the other: run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+VARIANTS = {  # name -> (compressor, DistillConfig overrides)
+    "codes": ("codes", {}),
+    "codes-mse0.1": ("codes", {"mse": 0.1}),
+    "codes-frozen-teacher": ("codes", {"teacher_lr": 0.0}),
+    "pq": ("pq", {}),
+}
+
+
+def with_bonus(model, sessions) -> dict:
+    from odrec_export.train.evaluate import evaluate_model
+    from odrec_export.train.repeat_fit import fit_repeat_bonus
+
+    fit_repeat_bonus(model, sessions.valid_samples)
+    return evaluate_model(model, sessions.test_samples, max_len=model.encoder.cfg.max_len)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--valid-fraction", type=float, required=True, help="the teacher's split (fit.json records it)")
+    ap.add_argument("--seconds", type=float, default=600.0, help="training seconds per student")
+    ap.add_argument("--batches", type=int, default=500, help="batches per epoch (a validation after each)")
+    ap.add_argument("--variants", nargs="+", default=["codes", "codes-mse0.1", "pq"], choices=sorted(VARIANTS))
+    ap.add_argument("--out", default="runs/methods")
+    args = ap.parse_args()
+
+    from odrec_export import fit as F
+    from odrec_export.checkpoint import load_checkpoint, save_checkpoint
+    from odrec_export.data.sessions import ClickLogProtocol, load_sessions
+    from odrec_export.models.registry import model_from_checkpoint
+    from odrec_export.pipeline import train_student_on
+
+    sessions = load_sessions(args.data, ClickLogProtocol(valid_fraction=args.valid_fraction))
+    cfg = replace(F.train_config(sessions, "cpu"), epochs=1000, max_batches=args.batches, patience=1000,
+                  time_limit=args.seconds)
+    teacher = load_checkpoint(args.teacher)
+    rows = [("teacher", "-", "-", teacher.provenance.get("test_metrics") or {},
+             with_bonus(model_from_checkpoint(teacher, args.teacher), sessions))]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.variants:
+        compressor, distill = VARIANTS[name]
+        t0 = time.time()
+        ckpt = train_student_on(sessions, cfg, compressor, args.teacher, encoder={}, init=None, options={}, kd=None,
+                                distill=dict(distill), progress=lambda it, *_: it, log=print,
+                                save=lambda c, n=name: save_checkpoint(c, out / f"{n}.pt"))
+        wall = time.time() - t0
+        epochs = sum(h["seconds"] for h in ckpt.provenance["history"])
+        rows.append((name, f"{wall - epochs:.0f}", f"{wall:.0f}",
+                     ckpt.provenance.get("test_metrics") or {},
+                     with_bonus(model_from_checkpoint(ckpt, name), sessions)))
+        save_checkpoint(ckpt, out / f"{name}.pt")
+    t_hr, t_nd = rows[0][4]["HR@10"], rows[0][4]["NDCG@10"]
+    print(f"\n{args.seconds:.0f} s of training per student, epochs of {args.batches} batches, {args.data}")
+    print("| model | fit + test eval s | wall s | HR@10 | NDCG@10 | + bonus HR@10 | + bonus NDCG@10 | share of teacher + bonus |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, fit_s, wall, plain, bonus in rows:
+        print(f"| {name} | {fit_s} | {wall} | {100 * plain.get('HR@10', float('nan')):.2f} | "
+              f"{100 * plain.get('NDCG@10', float('nan')):.2f} | {100 * bonus['HR@10']:.2f} | "
+              f"{100 * bonus['NDCG@10']:.2f} | {100 * bonus['HR@10'] / t_hr:.0f}% / {100 * bonus['NDCG@10'] / t_nd:.0f}% |")
+    (out / "table.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
