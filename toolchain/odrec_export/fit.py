@@ -492,7 +492,8 @@ def report(run: Run, data, protocol) -> str:
              f"odrec-export repeat-bonus --ckpt {run.path('student')} --data {data} --out {run.path('bonus')} "
              f"--valid-fraction {vf}",
              f"odrec-export repeat-bonus --ckpt {run.path('teacher')} --data {data} --out {out / 'teacher-bonus.pt'} "
-             f"--valid-fraction {vf}   # the teacher's row with a bonus (then: odrec-export eval)",
+             f"--valid-fraction {vf}",
+             f"odrec-export eval --ckpt {out / 'teacher-bonus.pt'} --data {data}   # the teacher + bonus row",
              f"odrec-export build --ckpt {run.path('bonus')} --out {out / ARTIFACT} --eval-data {data} --force",
              f"odrec-export verify {out / ARTIFACT} --ckpt {run.path('bonus')} --data {data} --no-arm", "```", ""]
     return "\n".join(lines)
