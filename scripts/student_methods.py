@@ -18,11 +18,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-VARIANTS = {  # name -> (compressor, DistillConfig overrides)
-    "codes": ("codes", {}),
-    "codes-mse0.1": ("codes", {"mse": 0.1}),
-    "codes-frozen-teacher": ("codes", {"teacher_lr": 0.0}),
-    "pq": ("pq", {}),
+VARIANTS = {  # name -> (compressor, its options, DistillConfig overrides); empty: the defaults
+    "codes": ("codes", {}, {}),
+    "codes-mse0.1": ("codes", {}, {"mse": 0.1}),
+    "codes-frozen-teacher": ("codes", {}, {"teacher_lr": 0.0}),
+    "pq": ("pq", {}, {}),
+    "pq-16x128": ("pq", {"m": 16, "k": 128}, {}),
 }
 
 
@@ -55,28 +56,31 @@ def main() -> None:
     cfg = replace(F.train_config(sessions, "cpu"), epochs=1000, max_batches=args.batches, patience=1000,
                   time_limit=args.seconds)
     teacher = load_checkpoint(args.teacher)
-    rows = [("teacher", "-", "-", teacher.provenance.get("test_metrics") or {},
+    rows = [("teacher", "-", "-", "-", teacher.provenance.get("test_metrics") or {},
              with_bonus(model_from_checkpoint(teacher, args.teacher), sessions))]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.variants:
-        compressor, distill = VARIANTS[name]
+        compressor, options, distill = VARIANTS[name]
         t0 = time.time()
-        ckpt = train_student_on(sessions, cfg, compressor, args.teacher, encoder={}, init=None, options={}, kd=None,
+        ckpt = train_student_on(sessions, cfg, compressor, args.teacher, encoder={}, init=None, options=dict(options), kd=None,
                                 distill=dict(distill), progress=lambda it, *_: it, log=print,
                                 save=lambda c, n=name: save_checkpoint(c, out / f"{n}.pt"))
         wall = time.time() - t0
         epochs = sum(h["seconds"] for h in ckpt.provenance["history"])
-        rows.append((name, f"{wall - epochs:.0f}", f"{wall:.0f}",
+        item = ckpt.provenance["item_bytes"]
+        rows.append((name, f"{item['stored_bytes']:,} ({item['fp32_table_bytes'] / item['stored_bytes']:.1f}x)",
+                     f"{wall - epochs:.0f}", f"{wall:.0f}",
                      ckpt.provenance.get("test_metrics") or {},
                      with_bonus(model_from_checkpoint(ckpt, name), sessions)))
         save_checkpoint(ckpt, out / f"{name}.pt")
-    t_hr, t_nd = rows[0][4]["HR@10"], rows[0][4]["NDCG@10"]
+    t_hr, t_nd = rows[0][5]["HR@10"], rows[0][5]["NDCG@10"]
     print(f"\n{args.seconds:.0f} s of training per student, epochs of {args.batches} batches, {args.data}")
-    print("| model | fit + test eval s | wall s | HR@10 | NDCG@10 | + bonus HR@10 | + bonus NDCG@10 | share of teacher + bonus |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, fit_s, wall, plain, bonus in rows:
-        print(f"| {name} | {fit_s} | {wall} | {100 * plain.get('HR@10', float('nan')):.2f} | "
+    print("| model | item bytes, fp32 (vs the table) | fit + test eval s | wall s | HR@10 | NDCG@10 | + bonus HR@10 | "
+          "+ bonus NDCG@10 | share of teacher + bonus |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, size, fit_s, wall, plain, bonus in rows:
+        print(f"| {name} | {size} | {fit_s} | {wall} | {100 * plain.get('HR@10', float('nan')):.2f} | "
               f"{100 * plain.get('NDCG@10', float('nan')):.2f} | {100 * bonus['HR@10']:.2f} | "
               f"{100 * bonus['NDCG@10']:.2f} | {100 * bonus['HR@10'] / t_hr:.0f}% / {100 * bonus['NDCG@10'] / t_nd:.0f}% |")
     (out / "table.json").write_text(json.dumps(rows, indent=1))
