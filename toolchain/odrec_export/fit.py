@@ -28,7 +28,7 @@ Log = Callable[[str], None]
 STATE = "fit.json"
 REPORT = "report.md"
 FILES = {"teacher": "teacher.pt", "student": "student.pt", "bonus": "student-bonus.pt",
-         "build": "artifact/manifest.json", "verify": "verify.json"}
+         "build": "artifact/manifest.json", "verify": "verify.json", "bench": "bench.json"}
 PHASES = tuple(FILES)
 ARTIFACT = "artifact"
 
@@ -42,6 +42,7 @@ PATIENCE_SHARE = 5  # patience: at least the library's, a fifth of the planned e
 PATIENCE_STEPS = 200  # steps without a validation gain before stopping: epochs of 10 batches (a small log)
 # stopped after 2 epochs' patience while still learning (Diginetica sample: test HR@10 5.88 instead of 61.76)
 SAFETY = 0.85  # a phase plans this share of its seconds (the estimates are estimates)
+BENCH = {"runs": 60, "warmup": 10, "memory_runs": 30, "threads": (1,), "seq_lens": (10,)}  # the report's speed
 VALID_SAMPLES = 20_000  # default split: ClickLogProtocol's fraction, cut to about this many validation samples
 # (Tmall: 0.1 → ~100k samples, every epoch's validation slower and 8% fewer training sessions than 0.02 → 20k)
 
@@ -150,8 +151,9 @@ def measure(sessions, encoder: dict, cfg, steps: int = PROBE_STEPS) -> Costs:
     # codes' fit: ~500 full-table steps, each about a teacher step's work per 10k items, plus k-means
     # (a floor of 2,500 items' worth: 500 synthetic items took 13 s at a 0.10 s teacher step, not 500 steps' 50 s)
     code_fit = 5.0 + 500 * step * max(sessions.num_items, 2_500) / 10_000
-    # bonuses (teacher's and student's: a valid and a test pass each), build (fp32 + quantised eval), verify
-    finish = 20.0 + 5 * test_eval + 3 * valid_eval
+    # bonuses (teacher's and student's: a valid and a test pass each), build (fp32 + quantised eval), verify,
+    # bench (the fp32-table graph beside the artifact, two child processes for memory)
+    finish = 30.0 + 5 * test_eval + 3 * valid_eval + sessions.num_items / 10_000
     return Costs(step, valid_eval, test_eval, code_fit, finish, math.ceil(len(batches) / cfg.batch_size))
 
 
@@ -283,7 +285,8 @@ def fit(data, out, *, budget: str = "10m", compressor: str = "codes", resume: bo
     this_run = {"budget_seconds": seconds, "plan": plan, "costs": asdict(costs) if costs else None, "phases": {}}
     record["runs"].append(this_run)
     run.save()
-    steps = {"teacher": _teacher, "student": _student, "bonus": _bonus, "build": _build, "verify": _verify}
+    steps = {"teacher": _teacher, "student": _student, "bonus": _bonus, "build": _build, "verify": _verify,
+             "bench": _bench}
     env = dict(sessions=sessions, cfg=cfg, encoder=encoder, compressor=compressor, costs=costs, data=data,
                deadline=t_start + seconds, progress=progress, log=log)
     for name in todo:
@@ -448,8 +451,31 @@ def _verify(run: Run, *, data, log, **_) -> dict:
     return {"passed": True}
 
 
+def _bench(run: Run, *, log, **_) -> dict:
+    """The artifact's latency and memory beside the same model with an fp32 item table (``bench``, fewer runs)."""
+    from .report.measure import bench
+
+    r = bench(run.out / ARTIFACT, **BENCH)
+    run.path("bench").write_text(json.dumps(r, sort_keys=True, indent=1) + "\n")
+    row, memory = r["latency"][0], r["memory"]
+    log(f"  latency {row['artifact_us']:.0f} µs, the fp32-table model {row['baseline_us']:.0f} µs "
+        f"({row['speedup']:.2f}x); resident memory {memory['artifact']['rss_growth_mib']:.1f} MiB against "
+        f"{memory['baseline']['rss_growth_mib']:.1f} MiB")
+    return {"latency_us": round(row["artifact_us"], 1), "baseline_latency_us": round(row["baseline_us"], 1),
+            "speedup": round(row["speedup"], 2), "rss_growth_mib": memory["artifact"]["rss_growth_mib"],
+            "baseline_rss_growth_mib": memory["baseline"]["rss_growth_mib"], "loaded": r["machine"]["loaded"]}
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.2f}"
+
+
+def _speed_line(b: dict) -> str:
+    busy = " (the machine was busy: noisy)" if b["loaded"] else ""
+    return (f"speed (onnxruntime, batch 1, 1 thread, a session of 10, median of {BENCH['runs']} interleaved runs): "
+            f"{b['latency_us']:.0f} µs against {b['baseline_latency_us']:.0f} µs for the same model with an fp32 "
+            f"item table ({b['speedup']:.2f}x){busy}; resident memory {b['rss_growth_mib']:.1f} MiB against "
+            f"{b['baseline_rss_growth_mib']:.1f} MiB")
 
 
 def _share(student: dict, teacher: dict, key: str) -> str:
@@ -483,6 +509,7 @@ def report(run: Run, data, protocol) -> str:
              f"artifact: {out / ARTIFACT}, {ph['build']['total_bytes']:,} bytes; item representation "
              f"{ph['build']['item_representation_bytes']:,} bytes, {ph['build']['item_compression_ratio']:.1f}x "
              f"smaller than the fp32 table", f"verify (x86): {'PASS' if ph['verify']['passed'] else 'FAIL'}",
+             _speed_line(ph["bench"]),
              f"wall time per phase: {walls}", "", "The same steps by hand:", "", "```",
              f"odrec-export baseline --data {data} --valid-fraction {vf}",
              f"odrec-export train --data {data} --out {run.path('teacher')} --epochs {t['epochs']}{batches(t)} "
@@ -495,5 +522,6 @@ def report(run: Run, data, protocol) -> str:
              f"--valid-fraction {vf}",
              f"odrec-export eval --ckpt {out / 'teacher-bonus.pt'} --data {data}   # the teacher + bonus row",
              f"odrec-export build --ckpt {run.path('bonus')} --out {out / ARTIFACT} --eval-data {data} --force",
-             f"odrec-export verify {out / ARTIFACT} --ckpt {run.path('bonus')} --data {data} --no-arm", "```", ""]
+             f"odrec-export verify {out / ARTIFACT} --ckpt {run.path('bonus')} --data {data} --no-arm",
+             f"odrec-export bench {out / ARTIFACT}   # more runs, 2 threads, sessions of 50 too", "```", ""]
     return "\n".join(lines)
