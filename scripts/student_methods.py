@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--valid-fraction", type=float, required=True, help="the teacher's split (fit.json records it)")
     ap.add_argument("--seconds", type=float, default=600.0, help="training seconds per student")
     ap.add_argument("--batches", type=int, default=500, help="batches per epoch (a validation after each)")
+    ap.add_argument("--epochs", type=int, default=8, help="planned epochs: the mix-up share η decays over the "
+                    "first half of them, as in a fit whose plan they match (the time limit may end them sooner)")
     ap.add_argument("--variants", nargs="+", default=["codes", "codes-mse0.1", "pq"], choices=sorted(VARIANTS))
     ap.add_argument("--out", default="runs/methods")
     args = ap.parse_args()
@@ -53,7 +55,7 @@ def main() -> None:
     from odrec_export.pipeline import train_student_on
 
     sessions = load_sessions(args.data, ClickLogProtocol(valid_fraction=args.valid_fraction))
-    cfg = replace(F.train_config(sessions, "cpu"), epochs=1000, max_batches=args.batches, patience=1000,
+    cfg = replace(F.train_config(sessions, "cpu"), epochs=args.epochs, max_batches=args.batches, patience=1000,
                   time_limit=args.seconds)
     teacher = load_checkpoint(args.teacher)
     rows = [("teacher", "-", "-", "-", teacher.provenance.get("test_metrics") or {},
@@ -75,7 +77,8 @@ def main() -> None:
                      with_bonus(model_from_checkpoint(ckpt, name), sessions)))
         save_checkpoint(ckpt, out / f"{name}.pt")
     t_hr, t_nd = rows[0][5]["HR@10"], rows[0][5]["NDCG@10"]
-    print(f"\n{args.seconds:.0f} s of training per student, epochs of {args.batches} batches, {args.data}")
+    print(f"\n{args.seconds:.0f} s of training per student, at most {args.epochs} epochs of {args.batches} batches, "
+          f"{args.data}")
     print("| model | item bytes, fp32 (vs the table) | fit + test eval s | wall s | HR@10 | NDCG@10 | + bonus HR@10 | "
           "+ bonus NDCG@10 | share of teacher + bonus |")
     print("|---|---|---|---|---|---|---|---|---|")

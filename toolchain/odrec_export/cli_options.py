@@ -373,6 +373,7 @@ FIT = (
         help="Continue the run in --out: skip the phases fit.json marks done (files unchanged); same data only."),
     opt("valid_fraction", Optional[float], default_of(fitting.fit, "valid_fraction"), "--valid-fraction",
         min=0.0, max=0.99, help=f"Fraction of training sessions (the latest) held out for model selection "
-        f"(default: {PROTOCOL['valid_fraction']}, or with --resume the run's)."),
+        f"(default: {PROTOCOL['valid_fraction']}, cut to about {fitting.VALID_SAMPLES:,} validation samples; with "
+        "--resume the run's)."),
     DEVICE.but(default=default_of(fitting.fit, "device")),
 )
