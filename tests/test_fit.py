@@ -66,7 +66,7 @@ def test_resume_finishes_a_stopped_run_within_the_budget(stopped, tmp_path):
     assert last["wall_seconds"] <= 1.1 * F.parse_budget(BUDGET)
     assert set(last["phases"]) == {"student", "bonus", "build", "verify", "bench"}
     report = (out / "report.md").read_text()
-    for needle in ("transition baseline", "teacher (PyTorch)", "codes student", "verify (x86): PASS",
+    for needle in ("transition baseline", "teacher (PyTorch)", "pq student + repeat bonus", "verify (x86): PASS",
                    "odrec-export train", "odrec-export build", "odrec-export verify", "speed (onnxruntime"):
         assert needle in report
     assert report in "\n".join(lines)  # printed too

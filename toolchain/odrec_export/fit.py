@@ -248,7 +248,7 @@ def _open(data, out: Path, resume: bool, valid_fraction, compressor: str, log: L
     return sessions, protocol, {"version": 1, "split": split, "compressor": compressor, "phases": {}, "runs": []}
 
 
-def fit(data, out, *, budget: str = "10m", compressor: str = "codes", resume: bool = False,
+def fit(data, out, *, budget: str = "10m", compressor: str = "pq", resume: bool = False,
         valid_fraction: Optional[float] = None, device: str = "cpu", encoder: Optional[dict] = None,
         stop_after: Optional[str] = None, progress=None, log: Log = print) -> dict:
     """From a click log (or session folder) ``data`` to a verified artifact in ``out``/artifact within
