@@ -244,6 +244,8 @@ DEVICE = opt("device", str, TRAIN["device"], **choice("--device", "cpu", "cuda")
 SEED = opt("seed", int, TRAIN["seed"], help="Random seed.")
 BATCH_SIZE = opt("batch_size", int, TRAIN["batch_size"], min=1)
 PATIENCE_HELP = "Epochs without validation gain before stopping."
+TIME_LIMIT = opt("time_limit", Optional[float], TRAIN["time_limit"], "--time-limit", min=1.0,
+                 help="Seconds of training at most: the epoch then running stops early, is validated and is the last.")
 
 TRAINING = panel(
     TRAIN_PANEL,
@@ -256,8 +258,7 @@ TRAINING = panel(
     opt("lr_schedule", str, TRAIN["lr_schedule"], "--lr-schedule", **choice("--lr-schedule", "constant", "cosine"),
         help="constant, or cosine: the learning rate falls to 0 over the planned epochs × batches."),
     opt("patience", int, TRAIN["patience"], min=1, help=PATIENCE_HELP),
-    opt("time_limit", Optional[float], TRAIN["time_limit"], "--time-limit", min=1.0,
-        help="Seconds of training at most: the epoch then running stops early, is validated and is the last."),
+    TIME_LIMIT,
 )
 
 # EncoderConfig's fields but num_items
@@ -357,6 +358,7 @@ FINETUNE_TRAINING = (
     opt("patience", int, FINETUNE["patience"], min=1, help=PATIENCE_HELP),
     SEED.but(default=FINETUNE["seed"]),
     DEVICE.but(default=FINETUNE["device"]),
+    TIME_LIMIT.but(default=FINETUNE["time_limit"]),
 )
 TRAIN_FIELDS = names(TRAINING, SCALE)
 
