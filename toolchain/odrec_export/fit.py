@@ -382,7 +382,7 @@ def _teacher(run: Run, *, sessions, cfg, encoder, costs, deadline, first, progre
     cfg = _phase_config("teacher", run, cfg, costs, deadline, log)
     path = run.path("teacher")
     ckpt = train_teacher_on(sessions, cfg, encoder, _continued(run, "teacher", first, log),
-                          progress=progress or no_progress, log=log, save=lambda c: save_checkpoint(c, path))
+                            progress=progress or no_progress, log=log, save=lambda c: save_checkpoint(c, path))
     return {"epochs": cfg.epochs, "max_batches": cfg.max_batches, "loss": cfg.loss, "length_buckets": cfg.length_buckets,
             "patience": cfg.patience, "time_limit": round(cfg.time_limit),
             "test_metrics": ckpt.provenance.get("test_metrics"), "best_epoch": ckpt.provenance["best_epoch"]}

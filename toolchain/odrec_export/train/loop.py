@@ -226,7 +226,6 @@ def run_epochs(model: SessionRecommender, data: SessionData, cfg: TrainConfig, s
     history, selection = [], BestEpoch(cfg.patience)
     n_batches = batches.count(cfg.batch_size, cfg.max_batches)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    t_run = time.time()
     if keep_start and data.valid_samples and world.main:
         start = evaluate_model(model, data.valid_samples, max_len=model.encoder.cfg.max_len,
                                batch_size=cfg.eval_batch_size, device=device)
@@ -234,7 +233,7 @@ def run_epochs(model: SessionRecommender, data: SessionData, cfg: TrainConfig, s
         selection.stale = 0
         log(f"start: valid HR@10 {100 * start['HR@10']:.2f} NDCG@10 {100 * start['NDCG@10']:.2f} "
             "(an epoch must beat it to be kept)")
-    out_of_time = False
+    t_run, out_of_time = time.time(), False
     for epoch in range(1, cfg.epochs + 1):
         step.train()
         t0, sums, seen = time.time(), {}, 0
