@@ -1,7 +1,7 @@
 """Students of one teacher at equal training time: which method closes the gap fastest.
 
     python scripts/student_methods.py --data ../shared/data/tmall --teacher runs/fit_tmall_2h/teacher.pt \
-        --valid-fraction 0.0204 --seconds 600 [--variants codes codes-mse0.1 pq] [--out runs/methods]
+        --valid-fraction 0.0327 --seconds 600 [--variants codes pq-16x128 pq] [--out runs/methods]
 
 Each variant distils a fresh student from the same teacher file with the same data split, seed and
 training seconds (``TrainConfig.time_limit``; the item fit and the test evaluation are timed apart),
@@ -25,14 +25,6 @@ VARIANTS = {  # name -> (compressor, its options, DistillConfig overrides); empt
     "pq": ("pq", {}, {}),
     "pq-16x128": ("pq", {"m": 16, "k": 128}, {}),
 }
-
-
-def with_bonus(model, sessions) -> dict:
-    from odrec_export.train.evaluate import evaluate_model
-    from odrec_export.train.repeat_fit import fit_repeat_bonus
-
-    fit_repeat_bonus(model, sessions.valid_samples)
-    return evaluate_model(model, sessions.test_samples, max_len=model.encoder.cfg.max_len)
 
 
 def main() -> None:
@@ -59,14 +51,15 @@ def main() -> None:
                   time_limit=args.seconds)
     teacher = load_checkpoint(args.teacher)
     rows = [("teacher", "-", "-", "-", teacher.provenance.get("test_metrics") or {},
-             with_bonus(model_from_checkpoint(teacher, args.teacher), sessions))]
+             F.bonus_on_test(model_from_checkpoint(teacher, args.teacher), sessions)[1])]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.variants:
         compressor, options, distill = VARIANTS[name]
         t0 = time.time()
-        ckpt = train_student_on(sessions, cfg, compressor, args.teacher, encoder={}, init=None, options=dict(options), kd=None,
-                                distill=dict(distill), progress=lambda it, *_: it, log=print,
+        ckpt = train_student_on(sessions, cfg, compressor, args.teacher, encoder={}, init=None,
+                                options=dict(options), kd=None, distill=dict(distill), progress=lambda it, *_: it,
+                                log=print,
                                 save=lambda c, n=name: save_checkpoint(c, out / f"{n}.pt"))
         wall = time.time() - t0
         epochs = sum(h["seconds"] for h in ckpt.provenance["history"])
@@ -74,7 +67,7 @@ def main() -> None:
         rows.append((name, f"{item['stored_bytes']:,} ({item['fp32_table_bytes'] / item['stored_bytes']:.1f}x)",
                      f"{wall - epochs:.0f}", f"{wall:.0f}",
                      ckpt.provenance.get("test_metrics") or {},
-                     with_bonus(model_from_checkpoint(ckpt, name), sessions)))
+                     F.bonus_on_test(model_from_checkpoint(ckpt, name), sessions)[1]))
         save_checkpoint(ckpt, out / f"{name}.pt")
     t_hr, t_nd = rows[0][5]["HR@10"], rows[0][5]["NDCG@10"]
     print(f"\n{args.seconds:.0f} s of training per student, at most {args.epochs} epochs of {args.batches} batches, "

@@ -374,6 +374,13 @@ def _continued(run: Run, name: str, first: bool, log: Log) -> Optional[Path]:
     return None
 
 
+def _trained(cfg, ckpt) -> dict:
+    """A training phase's record: its settings (report.md's commands by hand) and its result."""
+    return {"epochs": cfg.epochs, "max_batches": cfg.max_batches, "loss": cfg.loss, "length_buckets": cfg.length_buckets,
+            "patience": cfg.patience, "time_limit": round(cfg.time_limit),
+            "test_metrics": ckpt.provenance.get("test_metrics"), "best_epoch": ckpt.provenance["best_epoch"]}
+
+
 def _teacher(run: Run, *, sessions, cfg, encoder, costs, deadline, first, progress, log, **_) -> dict:
     from .checkpoint import save_checkpoint
     from .pipeline import train_teacher_on
@@ -383,9 +390,7 @@ def _teacher(run: Run, *, sessions, cfg, encoder, costs, deadline, first, progre
     path = run.path("teacher")
     ckpt = train_teacher_on(sessions, cfg, encoder, _continued(run, "teacher", first, log),
                             progress=progress or no_progress, log=log, save=lambda c: save_checkpoint(c, path))
-    return {"epochs": cfg.epochs, "max_batches": cfg.max_batches, "loss": cfg.loss, "length_buckets": cfg.length_buckets,
-            "patience": cfg.patience, "time_limit": round(cfg.time_limit),
-            "test_metrics": ckpt.provenance.get("test_metrics"), "best_epoch": ckpt.provenance["best_epoch"]}
+    return _trained(cfg, ckpt)
 
 
 def _student(run: Run, *, sessions, cfg, compressor, costs, deadline, first, progress, log, **_) -> dict:
@@ -398,10 +403,16 @@ def _student(run: Run, *, sessions, cfg, compressor, costs, deadline, first, pro
     ckpt = train_student_on(sessions, cfg, compressor, run.path("teacher"), encoder={},
                             init=_continued(run, "student", first, log), options={}, kd=None, distill={},
                             progress=progress or no_progress, log=log, save=lambda c: save_checkpoint(c, path))
-    return {"epochs": cfg.epochs, "max_batches": cfg.max_batches, "loss": cfg.loss, "length_buckets": cfg.length_buckets,
-            "patience": cfg.patience, "time_limit": round(cfg.time_limit),
-            "test_metrics": ckpt.provenance.get("test_metrics"), "best_epoch": ckpt.provenance["best_epoch"],
-            "item_ratio_bytes": ckpt.provenance["item_bytes"]["ratio_bytes"]}
+    return {**_trained(cfg, ckpt), "item_ratio_bytes": ckpt.provenance["item_bytes"]["ratio_bytes"]}
+
+
+def bonus_on_test(model, sessions) -> tuple[dict, dict]:
+    """Give ``model`` a repeat bonus fitted on the validation split; the fit's report and the test metrics."""
+    from .train.evaluate import evaluate_model
+    from .train.repeat_fit import fit_repeat_bonus
+
+    fitted = fit_repeat_bonus(model, sessions.valid_samples)
+    return fitted, evaluate_model(model, sessions.test_samples, max_len=model.encoder.cfg.max_len)
 
 
 def _bonus(run: Run, *, sessions, log, **_) -> dict:
@@ -409,15 +420,13 @@ def _bonus(run: Run, *, sessions, log, **_) -> dict:
     compare like with like, to the teacher; both evaluated on the test split with their bonus."""
     from .checkpoint import load_checkpoint, save_checkpoint
     from .models.registry import model_from_checkpoint
-    from .train.evaluate import evaluate_model
-    from .train.repeat_fit import fit_repeat_bonus, with_repeat_bonus
+    from .train.repeat_fit import with_repeat_bonus
 
     out = {}
     for name in ("teacher", "student"):
         ckpt = load_checkpoint(run.path(name))
         model = model_from_checkpoint(ckpt, str(run.path(name)))
-        fitted = fit_repeat_bonus(model, sessions.valid_samples)
-        test = evaluate_model(model, sessions.test_samples, max_len=model.encoder.cfg.max_len)
+        fitted, test = bonus_on_test(model, sessions)
         log(f"  {name} + repeat bonus: validation {fitted['metric']} {100 * fitted['before']:.2f} -> "
             f"{100 * fitted['after']:.2f}; test HR@10 {100 * test['HR@10']:.2f} NDCG@10 {100 * test['NDCG@10']:.2f}")
         out[name] = {"metric": fitted["metric"], "before": fitted["before"], "after": fitted["after"],
