@@ -88,6 +88,15 @@ def test_resume_refuses_other_data(stopped, tmp_path):
     assert_one_line_error(r, 2, "cannot resume", "--valid-fraction 0.2", "0.1")
     r = cli("fit", "--data", str(DIGINETICA), "--out", str(out))
     assert_one_line_error(r, 2, "--resume")
+    r = cli("fit", "--data", str(DIGINETICA), "--out", str(out), "--resume", "--m", "8")
+    assert_one_line_error(r, 2, "cannot resume", "--m 8", "compressor defaults")
+
+
+@needs_shared
+def test_a_shape_the_compressor_cannot_take_fails_before_training(tmp_path):
+    r = cli("fit", "--data", str(DIGINETICA), "--out", str(tmp_path / "run"), "--m", "7")
+    assert_one_line_error(r, 2, "compressor pq", "M=7")
+    assert not (tmp_path / "run").exists()
 
 
 @needs_shared
@@ -114,9 +123,10 @@ def test_synthetic_run_interrupted_in_its_student_resumes_from_the_best_so_far(t
     budget = "100s"
     command = [sys.executable, "-m", "odrec_export.cli", "fit", "--data", str(data), "--out", str(out),
                "--budget", budget]
+    shape = ["--m", "8", "--k", "64"]  # not pq's default: the resumed run (without them) must keep them
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(command, stdout=log, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+        first = subprocess.Popen(command + shape, stdout=log, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
         t0 = time.monotonic()
         while not (out / "student.pt").is_file() and first.poll() is None and time.monotonic() - t0 < 120:
             time.sleep(0.1)
@@ -138,3 +148,6 @@ def test_synthetic_run_interrupted_in_its_student_resumes_from_the_best_so_far(t
     assert json.loads((out / "verify.json").read_text())["passed"]
     report = (out / "report.md").read_text()
     assert "teacher + repeat bonus (PyTorch)" in report and "verify (x86): PASS" in report
+    assert "--compressor pq --m 8 --k 64 --out" in report
+    manifest = json.loads((out / "artifact" / "manifest.json").read_text())
+    assert (manifest["compressor"]["M"], manifest["compressor"]["K"]) == (8, 64)

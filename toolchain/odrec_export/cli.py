@@ -23,6 +23,7 @@ from .cli_options import (
     FINETUNE_TRAINING,
     FIT,
     INIT,
+    ITEM_SHAPE,
     ITEMS,
     MODEL,
     NPROC,
@@ -226,7 +227,7 @@ def fit(**options) -> None:
     from .fit import fit as run_fit
 
     run_fit(options["data"], options["out"], budget=options["budget"], compressor=options["compressor"],
-            resume=options["resume"], valid_fraction=options["valid_fraction"], device=options["device"],
+            item_options=pick(options, ITEM_SHAPE), resume=options["resume"], valid_fraction=options["valid_fraction"], device=options["device"],
             progress=_rich_progress, log=typer.echo)
 
 

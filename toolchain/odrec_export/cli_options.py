@@ -301,6 +301,7 @@ ITEMS = {
     "code_steps": item_option("code_steps", int, "code-learning steps, full item table each",
                               otherwise=str(CODE_LEARNING["steps"]), min=1),
 }
+ITEM_SHAPE = tuple(ITEMS[name] for name in ("m", "k", "rank", "blocks", "rho"))  # the student's size (fit takes these)
 KD = opt("kd", Optional[str], default_of(pipeline.train, "kd"), **choice("--kd", "eodrec", "odrec"),
          help="Students: KD recipe, eodrec (bidirectional, mix-up; default for codes) or odrec (frozen teacher, "
          "predictive task; default for the others).")
@@ -325,7 +326,7 @@ DISTILLATION = (
 INIT = opt("init", Optional[Path], None, "--init", **existing("--init", CKPT), rich_help_panel=STUDENT_PANEL,
            help="Continue a stopped or finished run from its checkpoint: a teacher's (no --teacher), or, with "
            "--teacher, a student's (no code learning; its compressor is kept). --dim, --m etc. are ignored.")
-STUDENT = panel(STUDENT_PANEL, COMPRESSOR, TEACHER, *(ITEMS[n] for n in ("m", "k", "rank", "blocks", "rho")), KD,
+STUDENT = panel(STUDENT_PANEL, COMPRESSOR, TEACHER, *ITEM_SHAPE, KD,
                 *DISTILLATION, ITEMS["code_steps"])
 
 # TrainConfig's scale settings
@@ -371,6 +372,7 @@ FIT = (
     opt("compressor", str, default_of(fitting.fit, "compressor"),
         **choice("--compressor", *(c for c in COMPRESSORS if c != UNCOMPRESSED)),
         help="The student's item representation (see train --help)."),
+    *ITEM_SHAPE,
     opt("resume", bool, default_of(fitting.fit, "resume"), "--resume", metavar="",
         help="Continue the run in --out: skip the phases fit.json marks done (files unchanged); same data only."),
     opt("valid_fraction", Optional[float], default_of(fitting.fit, "valid_fraction"), "--valid-fraction",

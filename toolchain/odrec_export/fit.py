@@ -213,7 +213,7 @@ def _check_same(recorded: dict, now: dict) -> None:
                          f"{recorded['valid_fraction']}")
 
 
-def _open(data, out: Path, resume: bool, valid_fraction, compressor: str, log: Log):
+def _open(data, out: Path, resume: bool, valid_fraction, compressor: str, item_options: dict, log: Log):
     """Load and split the data once; the run's record (new, or the resumed one, checked)."""
     from .data.sessions import ClickLogProtocol, load_sessions
     from .errors import UsageError
@@ -228,6 +228,10 @@ def _open(data, out: Path, resume: bool, valid_fraction, compressor: str, log: L
             valid_fraction = previous["split"]["valid_fraction"]
         if previous["compressor"] != compressor:
             raise UsageError(f"cannot resume: --compressor {compressor}, but this run's is {previous['compressor']}")
+        recorded = previous.setdefault("item_options", {})
+        if item_options and item_options != recorded:
+            raise UsageError(f"cannot resume: {_flags(item_options)}, but this run's student has "
+                             f"{_flags(recorded) or 'the compressor defaults'}")
     elif state.is_file():
         raise UsageError(f"{out} holds a fit run ({STATE}): pass --resume to continue it, or another --out")
     protocol = ClickLogProtocol() if valid_fraction is None else ClickLogProtocol(valid_fraction=valid_fraction)
@@ -245,16 +249,42 @@ def _open(data, out: Path, resume: bool, valid_fraction, compressor: str, log: L
                                         or "nothing yet"))
         return sessions, protocol, previous
     log(f"data: {json.dumps(split['counts'])}")
-    return sessions, protocol, {"version": 1, "split": split, "compressor": compressor, "phases": {}, "runs": []}
+    return sessions, protocol, {"version": 1, "split": split, "compressor": compressor, "item_options": item_options,
+                                "phases": {}, "runs": []}
 
 
-def fit(data, out, *, budget: str = "10m", compressor: str = "pq", resume: bool = False,
-        valid_fraction: Optional[float] = None, device: str = "cpu", encoder: Optional[dict] = None,
-        stop_after: Optional[str] = None, progress=None, log: Log = print) -> dict:
+def _flags(item_options: dict) -> str:
+    """``{"m": 8, "k": 256}`` as the command line's ``--m 8 --k 256``."""
+    return " ".join(f"--{name} {value}" for name, value in item_options.items())
+
+
+def _student_shape(compressor: str, item_options: dict, num_items: int, encoder: dict, log: Log) -> None:
+    """Reject options the compressor cannot take before any training (not after the teacher's hour),
+    and say how much smaller than the fp32 table the student's item representation will be."""
+    from . import compressors
+    from .errors import UsageError
+    from .models.encoder import EncoderConfig
+
+    spec = compressors.get(compressor)
+    config = spec.items_config(item_options)
+    dim = EncoderConfig(num_items=num_items, **encoder).dim
+    try:
+        table = spec.table(num_items, dim, config)
+    except ValueError as e:
+        raise UsageError(f"compressor {compressor}: {e}") from None
+    stored = sum(t.numel() * t.element_size() for t in (*table.parameters(), *table.buffers()))
+    log(f"student: {compressor} {json.dumps(config)}, item representation {num_items * dim * 4 / stored:.1f}x "
+        f"smaller than the fp32 table (before the artifact's int8 codebooks)")
+
+
+def fit(data, out, *, budget: str = "10m", compressor: str = "pq", item_options: Optional[dict] = None,
+        resume: bool = False, valid_fraction: Optional[float] = None, device: str = "cpu",
+        encoder: Optional[dict] = None, stop_after: Optional[str] = None, progress=None, log: Log = print) -> dict:
     """From a click log (or session folder) ``data`` to a verified artifact in ``out``/artifact within
     ``budget`` (a duration: 90s, 10m, 1h): baseline, teacher, ``compressor`` student, repeat bonus,
-    build, verify (x86), report.md. ``valid_fraction``: None is ``ClickLogProtocol``'s (or, resuming, the
-    run's). ``resume`` skips the phases ``out``/fit.json marks done (their files unchanged).
+    build, verify (x86), report.md. ``item_options``: the compressor's (``{"m": 8, "k": 256}``; absent or
+    None: its defaults; resuming: the run's). ``valid_fraction``: None is ``ClickLogProtocol``'s (or,
+    resuming, the run's). ``resume`` skips the phases ``out``/fit.json marks done (their files unchanged).
     ``stop_after``: a phase to stop after (the rest left for a resumed run). Returns the run's record."""
     from . import compressors
     from .errors import UsageError
@@ -266,9 +296,11 @@ def fit(data, out, *, budget: str = "10m", compressor: str = "pq", resume: bool 
     if stop_after is not None and stop_after not in PHASES:
         raise UsageError(f"unknown phase '{stop_after}' (one of {', '.join(PHASES)})")
     out = Path(out)
-    sessions, protocol, record = _open(data, out, resume, valid_fraction, compressor, log)
+    item_options = {name: value for name, value in (item_options or {}).items() if value is not None}
+    sessions, protocol, record = _open(data, out, resume, valid_fraction, compressor, item_options, log)
     run = Run(out, record)
     encoder = dict(encoder or {})
+    _student_shape(compressor, record["item_options"], sessions.num_items, encoder, log)
     cfg = train_config(sessions, device)
     if "baseline" not in record:
         from .train.baseline import evaluate_baseline
@@ -287,8 +319,8 @@ def fit(data, out, *, budget: str = "10m", compressor: str = "pq", resume: bool 
     run.save()
     steps = {"teacher": _teacher, "student": _student, "bonus": _bonus, "build": _build, "verify": _verify,
              "bench": _bench}
-    env = dict(sessions=sessions, cfg=cfg, encoder=encoder, compressor=compressor, costs=costs, data=data,
-               deadline=t_start + seconds, progress=progress, log=log)
+    env = dict(sessions=sessions, cfg=cfg, encoder=encoder, compressor=compressor, item_options=record["item_options"],
+               costs=costs, data=data, deadline=t_start + seconds, progress=progress, log=log)
     for name in todo:
         t0 = time.monotonic()
         log(f"[{t0 - t_start:5.0f}s of {seconds:.0f}s] {name} ...")
@@ -393,7 +425,8 @@ def _teacher(run: Run, *, sessions, cfg, encoder, costs, deadline, first, progre
     return _trained(cfg, ckpt)
 
 
-def _student(run: Run, *, sessions, cfg, compressor, costs, deadline, first, progress, log, **_) -> dict:
+def _student(run: Run, *, sessions, cfg, compressor, item_options, costs, deadline, first, progress, log,
+             **_) -> dict:
     from .checkpoint import save_checkpoint
     from .pipeline import train_student_on
     from .train.loop import no_progress
@@ -401,7 +434,7 @@ def _student(run: Run, *, sessions, cfg, compressor, costs, deadline, first, pro
     cfg = _phase_config("student", run, cfg, costs, deadline, log)
     path = run.path("student")
     ckpt = train_student_on(sessions, cfg, compressor, run.path("teacher"), encoder={},
-                            init=_continued(run, "student", first, log), options={}, kd=None, distill={},
+                            init=_continued(run, "student", first, log), options=dict(item_options), kd=None, distill={},
                             progress=progress or no_progress, log=log, save=lambda c: save_checkpoint(c, path))
     return {**_trained(cfg, ckpt), "item_ratio_bytes": ckpt.provenance["item_bytes"]["ratio_bytes"]}
 
@@ -504,6 +537,8 @@ def report(run: Run, data, protocol) -> str:
             (f"{r['compressor']} student + repeat bonus (the artifact, onnxruntime)", ph["build"]["metrics"] or {})]
     walls = ", ".join(f"{p} {ph[p]['seconds']:.0f}s" for p in PHASES)
     t, s = ph["teacher"], ph["student"]
+    shape = _flags(r.get("item_options") or {})
+    shape += " " if shape else ""
     batches = lambda p: ("" if p["max_batches"] is None else f" --max-batches {p['max_batches']}") + (
         f" --length-buckets {p['length_buckets']}" if p.get("length_buckets") else "") + f" --patience {p['patience']}" + (
         f" --time-limit {p['time_limit']}" if p.get("time_limit") else "")
@@ -524,7 +559,8 @@ def report(run: Run, data, protocol) -> str:
              f"odrec-export train --data {data} --out {run.path('teacher')} --epochs {t['epochs']}{batches(t)} "
              f"--loss {t['loss']} --valid-fraction {vf}",
              f"odrec-export train --data {data} --teacher {run.path('teacher')} --compressor {r['compressor']} "
-             f"--out {run.path('student')} --epochs {s['epochs']}{batches(s)} --loss {s['loss']} --valid-fraction {vf}",
+             f"{shape}--out {run.path('student')} --epochs {s['epochs']}{batches(s)} --loss {s['loss']} "
+             f"--valid-fraction {vf}",
              f"odrec-export repeat-bonus --ckpt {run.path('student')} --data {data} --out {run.path('bonus')} "
              f"--valid-fraction {vf}",
              f"odrec-export repeat-bonus --ckpt {run.path('teacher')} --data {data} --out {out / 'teacher-bonus.pt'} "

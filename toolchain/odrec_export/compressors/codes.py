@@ -65,10 +65,11 @@ class CodesItemTable(ItemTable):
         return {"m": self.m, "k": self.k}
 
     def bytes_report(self, parts: dict[str, int]) -> dict:
-        """The paper's parameter ratio |V|·d / (M·K·d + M·|V|) beside the stored bytes."""
+        """The paper's parameter ratio |V|·d / (codebook numbers + M·|V|) beside the stored bytes
+        (codebook numbers: M·K·d here, K·d for pq's M sub-spaces of d/M)."""
         n, d = self.num_items, self.dim
         return {"codes_bytes": parts["codes"], "codebooks_bytes": parts["codebooks"],
-                "paper_ratio": n * d / (self.m * self.k * d + self.m * n)}
+                "paper_ratio": n * d / (self.codebooks.numel() + self.m * n)}
 
     def set_codes(self, codes: torch.Tensor) -> None:
         """codes: (N+1) × M integers in 0..K-1; row 0 (padding) is ignored."""

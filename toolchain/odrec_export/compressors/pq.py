@@ -72,11 +72,6 @@ class PQItemTable(CodesItemTable):
         return {"relative_mse": round(float(error), 5), "kmeans_iters": KMEANS_ITERS,
                 "codes_used_per_subspace": [int(torch.unique(codes[1:, m]).numel()) for m in range(self.m)]}
 
-    def bytes_report(self, parts: dict[str, int]) -> dict:
-        n, d = self.num_items, self.dim
-        return {"codes_bytes": parts["codes"], "codebooks_bytes": parts["codebooks"],
-                "paper_ratio": n * d / (self.k * d + self.m * n)}
-
 
 def pq_head(g: Graph, codes: np.ndarray, codebooks: np.ndarray, quant: str, ids_m1: str, mask: str, tail) -> None:
     """Item vectors (concatenated sub-codewords) and every item's score from the per-query score tables."""
