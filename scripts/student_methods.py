@@ -24,6 +24,7 @@ VARIANTS = {  # name -> (compressor, its options, DistillConfig overrides); empt
     "codes-frozen-teacher": ("codes", {}, {"teacher_lr": 0.0}),
     "pq": ("pq", {}, {}),
     "pq-16x128": ("pq", {"m": 16, "k": 128}, {}),
+    "pq-8x256": ("pq", {"m": 8, "k": 256}, {}),
 }
 
 
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8, help="planned epochs: the mix-up share η decays over the "
                     "first half of them, as in a fit whose plan they match (the time limit may end them sooner)")
     ap.add_argument("--variants", nargs="+", default=["codes", "codes-mse0.1", "pq"], choices=sorted(VARIANTS))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--out", default="runs/methods")
     args = ap.parse_args()
 
@@ -47,7 +49,7 @@ def main() -> None:
     from odrec_export.pipeline import train_student_on
 
     sessions = load_sessions(args.data, ClickLogProtocol(valid_fraction=args.valid_fraction))
-    cfg = replace(F.train_config(sessions, "cpu"), epochs=args.epochs, max_batches=args.batches, patience=1000,
+    cfg = replace(F.train_config(sessions, args.device), epochs=args.epochs, max_batches=args.batches, patience=1000,
                   time_limit=args.seconds)
     teacher = load_checkpoint(args.teacher)
     rows = [("teacher", "-", "-", "-", teacher.provenance.get("test_metrics") or {},

@@ -64,7 +64,7 @@ def test_resume_finishes_a_stopped_run_within_the_budget(stopped, tmp_path):
     assert (out / "artifact" / "model.onnx").is_file()
     last = record["runs"][-1]
     assert last["wall_seconds"] <= 1.1 * F.parse_budget(BUDGET)
-    assert set(last["phases"]) == {"student", "bonus", "build", "verify", "bench"}
+    assert set(last["phases"]) == {"student", "polish", "bonus", "build", "verify", "bench"}
     report = (out / "report.md").read_text()
     for needle in ("transition baseline", "teacher (PyTorch)", "pq student + repeat bonus", "verify (x86): PASS",
                    "odrec-export train", "odrec-export build", "odrec-export verify", "speed (onnxruntime"):
@@ -148,6 +148,8 @@ def test_synthetic_run_interrupted_in_its_student_resumes_from_the_best_so_far(t
     assert json.loads((out / "verify.json").read_text())["passed"]
     report = (out / "report.md").read_text()
     assert "teacher + repeat bonus (PyTorch)" in report and "verify (x86): PASS" in report
-    assert "--compressor pq --m 8 --k 64 --out" in report
+    assert "--compressor pq --k 64 --m 8 --out" in report
+    polish = record["phases"]["polish"]  # what the student left: spent on a continuation, or too little
+    assert ("polish: skipped" in report) == polish["skipped"] == ("--init" not in report)
     manifest = json.loads((out / "artifact" / "manifest.json").read_text())
     assert (manifest["compressor"]["M"], manifest["compressor"]["K"]) == (8, 64)

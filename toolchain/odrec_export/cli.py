@@ -223,7 +223,8 @@ def finetune(**options) -> None:
 @command_options(DATA, *FIT)
 def fit(**options) -> None:
     """One command from a click log to a verified artifact within a CPU time budget: baseline, teacher,
-    student, repeat bonus, build, verify (x86) and DIR/report.md; --resume continues a stopped run."""
+    student (polished with the time it leaves), repeat bonus, build, verify (x86), bench and
+    DIR/report.md; --resume continues a stopped run."""
     from .fit import fit as run_fit
 
     run_fit(options["data"], options["out"], budget=options["budget"], compressor=options["compressor"],

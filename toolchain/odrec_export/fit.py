@@ -8,7 +8,9 @@ The plan: the teacher's step time is measured on a few real batches, a validatio
 the budget left after a reserve for what does not train (code fit, repeat bonus, build, verify, test
 evaluations) is split between the teacher and the student; each phase's seconds become epochs ×
 batches (``TrainConfig.epochs``, ``max_batches``). Before each training phase the plan is redone with
-the time really left, so a slow phase shortens the next one instead of overrunning.
+the time really left, so a slow phase shortens the next one instead of overrunning. What the student
+leaves (early stopping, steps cheaper than estimated) goes to ``polish``: a cosine continuation of its
+best epoch, planned from its own measured step, kept only if it validates better.
 
 Imports stay inside the functions: the command line imports this module for its defaults.
 """
@@ -27,7 +29,7 @@ Log = Callable[[str], None]
 
 STATE = "fit.json"
 REPORT = "report.md"
-FILES = {"teacher": "teacher.pt", "student": "student.pt", "bonus": "student-bonus.pt",
+FILES = {"teacher": "teacher.pt", "student": "student.pt", "polish": "student-polished.pt", "bonus": "student-bonus.pt",
          "build": "artifact/manifest.json", "verify": "verify.json", "bench": "bench.json"}
 PHASES = tuple(FILES)
 ARTIFACT = "artifact"
@@ -100,13 +102,14 @@ class Costs:
     def overhead(self, phase: str) -> float:
         """Seconds a training phase spends besides its steps: the last validation pass, the test
         evaluations and, for the student, the code fit."""
-        return self.valid_eval + ({"teacher": self.test_eval, "student": self.code_fit + 2 * self.test_eval}[phase])
+        return self.valid_eval + {"teacher": self.test_eval, "student": self.code_fit + 2 * self.test_eval,
+                                  "polish": self.valid_eval + 2 * self.test_eval}[phase]  # polish: its start too
 
     def reserve(self, after: str) -> float:
         """Seconds the phases after ``after`` need besides training: test evaluations, code fit, finish."""
         student = self.code_fit + 2 * self.test_eval  # student and its teacher after distillation
         return {"start": self.test_eval + student + self.finish, "teacher": student + self.finish,
-                "student": self.finish}[after]
+                "student": self.finish, "polish": self.finish}[after]
 
 
 def measure(sessions, encoder: dict, cfg, steps: int = PROBE_STEPS) -> Costs:
@@ -254,8 +257,8 @@ def _open(data, out: Path, resume: bool, valid_fraction, compressor: str, item_o
 
 
 def _flags(item_options: dict) -> str:
-    """``{"m": 8, "k": 256}`` as the command line's ``--m 8 --k 256``."""
-    return " ".join(f"--{name} {value}" for name, value in item_options.items())
+    """``{"m": 8, "k": 256}`` as the command line's ``--k 256 --m 8`` (by name: fit.json sorts its keys)."""
+    return " ".join(f"--{name} {value}" for name, value in sorted(item_options.items()))
 
 
 def _student_shape(compressor: str, item_options: dict, num_items: int, encoder: dict, log: Log) -> None:
@@ -308,7 +311,7 @@ def fit(data, out, *, budget: str = "10m", compressor: str = "pq", item_options:
     log(f"baseline ({record['baseline']['model']}): test HR@10 {100 * record['baseline']['HR@10']:.2f} "
         f"NDCG@10 {100 * record['baseline']['NDCG@10']:.2f}")
     todo = _todo(run)
-    costs = measure(sessions, encoder, cfg) if {"teacher", "student"} & set(todo) else None
+    costs = measure(sessions, encoder, cfg) if {"teacher", "student", "polish"} & set(todo) else None
     plan = _plan(todo, seconds - (time.monotonic() - t_start), costs, budget)
     log(f"plan for {budget} ({seconds:.0f}s; {time.monotonic() - t_start:.0f}s spent on loading and measuring):")
     for line in plan:
@@ -317,8 +320,8 @@ def fit(data, out, *, budget: str = "10m", compressor: str = "pq", item_options:
     this_run = {"budget_seconds": seconds, "plan": plan, "costs": asdict(costs) if costs else None, "phases": {}}
     record["runs"].append(this_run)
     run.save()
-    steps = {"teacher": _teacher, "student": _student, "bonus": _bonus, "build": _build, "verify": _verify,
-             "bench": _bench}
+    steps = {"teacher": _teacher, "student": _student, "polish": _polish, "bonus": _bonus, "build": _build,
+             "verify": _verify, "bench": _bench}
     env = dict(sessions=sessions, cfg=cfg, encoder=encoder, compressor=compressor, item_options=record["item_options"],
                costs=costs, data=data, deadline=t_start + seconds, progress=progress, log=log)
     for name in todo:
@@ -369,7 +372,10 @@ def _plan(todo: list[str], left: float, costs: Optional[Costs], budget: str) -> 
             raise UsageError(f"--budget {budget} cannot fit one epoch of {MIN_BATCHES} batches for the teacher and "
                              f"the student plus building and verifying: give at least {math.ceil(need)}s")
         phases.append(phase.line())
-    rest = [name for name in todo if name not in ("teacher", "student")]
+    if "polish" in todo:
+        phases.append("polish    what the student leaves, if one epoch fits: a cosine continuation of its best epoch, "
+                      "kept only if it validates better")
+    rest = [name for name in todo if name not in ("teacher", "student", "polish")]
     return phases + [f"{', '.join(rest)}: {costs.finish:.0f}s reserved (+ {costs.reserve('start') - costs.finish:.0f}s "
                      f"for code fit and test evaluations)"] * bool(rest)
 
@@ -422,6 +428,7 @@ def _teacher(run: Run, *, sessions, cfg, encoder, costs, deadline, first, progre
     path = run.path("teacher")
     ckpt = train_teacher_on(sessions, cfg, encoder, _continued(run, "teacher", first, log),
                             progress=progress or no_progress, log=log, save=lambda c: save_checkpoint(c, path))
+    save_checkpoint(ckpt, path)  # the selected epoch again, now with its test metrics and whole history
     return _trained(cfg, ckpt)
 
 
@@ -436,7 +443,51 @@ def _student(run: Run, *, sessions, cfg, compressor, item_options, costs, deadli
     ckpt = train_student_on(sessions, cfg, compressor, run.path("teacher"), encoder={},
                             init=_continued(run, "student", first, log), options=dict(item_options), kd=None, distill={},
                             progress=progress or no_progress, log=log, save=lambda c: save_checkpoint(c, path))
+    save_checkpoint(ckpt, path)
     return {**_trained(cfg, ckpt), "item_ratio_bytes": ckpt.provenance["item_bytes"]["ratio_bytes"]}
+
+
+def measured_epoch(ckpt) -> tuple[float, float]:
+    """(seconds a training step, seconds a validation pass) as a checkpoint's training measured them:
+    the medians over its epochs."""
+    from statistics import median
+
+    history = ckpt.provenance["history"]
+    return (median(1.0 / h["steps_per_second"] for h in history),
+            median(h["seconds"] - h["train_seconds"] for h in history))
+
+
+def _polish(run: Run, *, sessions, cfg, compressor, costs, deadline, first, progress, log, **_) -> dict:
+    """Spend what the student phase left (early stopping, or steps cheaper than estimated) on a
+    continuation of its best epoch with a learning rate falling to 0 (cosine), planned from the
+    student's own measured step; the continued student is kept only if it validates better than its
+    start. Without time for one epoch of ``MIN_BATCHES`` batches the student is copied unchanged."""
+    import shutil
+    from dataclasses import replace
+
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .pipeline import train_student_on
+    from .train.loop import no_progress
+
+    start, path = run.path("student"), run.path("polish")
+    step, valid = measured_epoch(load_checkpoint(start))
+    # twice the finish's estimate: nothing after this phase can absorb an error in it (the build's export
+    # and simplification took 42 s against 30 estimated on a busy machine)
+    left = deadline - time.monotonic() - 2 * costs.reserve("polish")
+    phase = plan_phase("polish", left - costs.valid_eval, step, costs.epoch_batches, valid)
+    if phase is None:
+        log(f"  {max(left, 0):.0f}s left: not enough for an epoch of {MIN_BATCHES} batches; the student stays as it is")
+        shutil.copyfile(start, path)
+        return {"skipped": True, "seconds_left": round(left)}
+    cfg = replace(cfg, epochs=phase.epochs, max_batches=phase.max_batches, patience=phase.epochs,
+                  lr_schedule="cosine", time_limit=max(left - costs.overhead("polish"), MIN_BATCHES * step))
+    log(f"  {phase.line()} (a step measured at {step:.3f}s), cosine learning rate, training stops after "
+        f"{cfg.time_limit:.0f}s at the latest")
+    ckpt = train_student_on(sessions, cfg, compressor, run.path("teacher"), encoder={},
+                            init=_continued(run, "polish", first, log) or start, options={}, kd=None, distill={},
+                            progress=progress or no_progress, log=log, save=lambda c: save_checkpoint(c, path))
+    save_checkpoint(ckpt, path)  # also when no epoch beat the start: then it is the start's weights
+    return {**_trained(cfg, ckpt), "skipped": False, "kept_start": ckpt.provenance["best_epoch"] == 0}
 
 
 def bonus_on_test(model, sessions) -> tuple[dict, dict]:
@@ -449,16 +500,16 @@ def bonus_on_test(model, sessions) -> tuple[dict, dict]:
 
 
 def _bonus(run: Run, *, sessions, log, **_) -> dict:
-    """The repeat bonus fitted on the run's validation split, to the student (its file is kept) and, to
+    """The repeat bonus fitted on the run's validation split, to the (polished) student (its file is kept) and, to
     compare like with like, to the teacher; both evaluated on the test split with their bonus."""
     from .checkpoint import load_checkpoint, save_checkpoint
     from .models.registry import model_from_checkpoint
     from .train.repeat_fit import with_repeat_bonus
 
     out = {}
-    for name in ("teacher", "student"):
-        ckpt = load_checkpoint(run.path(name))
-        model = model_from_checkpoint(ckpt, str(run.path(name)))
+    for name, path in (("teacher", run.path("teacher")), ("student", run.path("polish"))):
+        ckpt = load_checkpoint(path)
+        model = model_from_checkpoint(ckpt, str(path))
         fitted, test = bonus_on_test(model, sessions)
         log(f"  {name} + repeat bonus: validation {fitted['metric']} {100 * fitted['before']:.2f} -> "
             f"{100 * fitted['after']:.2f}; test HR@10 {100 * test['HR@10']:.2f} NDCG@10 {100 * test['NDCG@10']:.2f}")
@@ -520,6 +571,13 @@ def _speed_line(b: dict) -> str:
             f"{b['baseline_rss_growth_mib']:.1f} MiB")
 
 
+def _polish_line(p: dict) -> str:
+    if p.get("skipped"):
+        return f"polish: skipped ({p['seconds_left']}s left, less than an epoch)"
+    verdict = "no epoch beat its start: the student as it was" if p["kept_start"] else f"kept epoch {p['best_epoch']}"
+    return f"polish: {p['epochs']} epochs of cosine continuation within {p['time_limit']}s, {verdict}"
+
+
 def _share(student: dict, teacher: dict, key: str) -> str:
     return f"{100 * student[key] / teacher[key]:.0f}%" if teacher.get(key) and key in student else "-"
 
@@ -528,15 +586,18 @@ def report(run: Run, data, protocol) -> str:
     """DIR/report.md: baseline vs teacher vs student, bytes, the verify verdict, the commands by hand."""
     r, ph = run.record, run.record["phases"]
     out, vf = run.out, protocol.valid_fraction
-    base, teacher, student = r["baseline"], ph["teacher"]["test_metrics"] or {}, ph["student"]["test_metrics"] or {}
+    t, s, polish = ph["teacher"], ph["student"], ph["polish"]
+    base, teacher, unpolished = r["baseline"], t["test_metrics"] or {}, s["test_metrics"] or {}
+    student = polish.get("test_metrics") or unpolished  # none when it was skipped: the student unchanged
+    before = [(f"{r['compressor']} student before polishing (PyTorch)", unpolished)] * bool(polish.get("test_metrics"))
     with_bonus = {name: ph["bonus"].get(name, {}).get("test_metrics") or {} for name in ("teacher", "student")}
     rows = [("transition baseline", base), ("teacher (PyTorch)", teacher),
+            *before,
             (f"{r['compressor']} student (PyTorch)", student),
             ("teacher + repeat bonus (PyTorch)", with_bonus["teacher"]),
             (f"{r['compressor']} student + repeat bonus (PyTorch)", with_bonus["student"]),
             (f"{r['compressor']} student + repeat bonus (the artifact, onnxruntime)", ph["build"]["metrics"] or {})]
     walls = ", ".join(f"{p} {ph[p]['seconds']:.0f}s" for p in PHASES)
-    t, s = ph["teacher"], ph["student"]
     shape = _flags(r.get("item_options") or {})
     shape += " " if shape else ""
     batches = lambda p: ("" if p["max_batches"] is None else f" --max-batches {p['max_batches']}") + (
@@ -553,7 +614,7 @@ def report(run: Run, data, protocol) -> str:
              f"artifact: {out / ARTIFACT}, {ph['build']['total_bytes']:,} bytes; item representation "
              f"{ph['build']['item_representation_bytes']:,} bytes, {ph['build']['item_compression_ratio']:.1f}x "
              f"smaller than the fp32 table", f"verify (x86): {'PASS' if ph['verify']['passed'] else 'FAIL'}",
-             _speed_line(ph["bench"]),
+             _speed_line(ph["bench"]), _polish_line(polish),
              f"wall time per phase: {walls}", "", "The same steps by hand:", "", "```",
              f"odrec-export baseline --data {data} --valid-fraction {vf}",
              f"odrec-export train --data {data} --out {run.path('teacher')} --epochs {t['epochs']}{batches(t)} "
@@ -561,8 +622,12 @@ def report(run: Run, data, protocol) -> str:
              f"odrec-export train --data {data} --teacher {run.path('teacher')} --compressor {r['compressor']} "
              f"{shape}--out {run.path('student')} --epochs {s['epochs']}{batches(s)} --loss {s['loss']} "
              f"--valid-fraction {vf}",
-             f"odrec-export repeat-bonus --ckpt {run.path('student')} --data {data} --out {run.path('bonus')} "
-             f"--valid-fraction {vf}",
+             *([] if polish.get("skipped") else [
+                 f"odrec-export train --data {data} --teacher {run.path('teacher')} --init {run.path('student')} "
+                 f"--out {run.path('polish')} --epochs {polish['epochs']}{batches(polish)} --lr-schedule cosine "
+                 f"--loss {polish['loss']} --valid-fraction {vf}"]),
+             f"odrec-export repeat-bonus --ckpt {run.path('student' if polish.get('skipped') else 'polish')} "
+             f"--data {data} --out {run.path('bonus')} --valid-fraction {vf}",
              f"odrec-export repeat-bonus --ckpt {run.path('teacher')} --data {data} --out {out / 'teacher-bonus.pt'} "
              f"--valid-fraction {vf}",
              f"odrec-export eval --ckpt {out / 'teacher-bonus.pt'} --data {data}   # the teacher + bonus row",
