@@ -284,8 +284,8 @@ def fit(data, out, *, budget: str = "10m", compressor: str = "pq", item_options:
         resume: bool = False, valid_fraction: Optional[float] = None, device: str = "cpu",
         encoder: Optional[dict] = None, stop_after: Optional[str] = None, progress=None, log: Log = print) -> dict:
     """From a click log (or session folder) ``data`` to a verified artifact in ``out``/artifact within
-    ``budget`` (a duration: 90s, 10m, 1h): baseline, teacher, ``compressor`` student, repeat bonus,
-    build, verify (x86), report.md. ``item_options``: the compressor's (``{"m": 8, "k": 256}``; absent or
+    ``budget`` (a duration: 90s, 10m, 1h): baseline, teacher, ``compressor`` student, its polish with
+    the time it leaves, repeat bonus, build, verify (x86), bench, report.md. ``item_options``: the compressor's (``{"m": 8, "k": 256}``; absent or
     None: its defaults; resuming: the run's). ``valid_fraction``: None is ``ClickLogProtocol``'s (or,
     resuming, the run's). ``resume`` skips the phases ``out``/fit.json marks done (their files unchanged).
     ``stop_after``: a phase to stop after (the rest left for a resumed run). Returns the run's record."""
