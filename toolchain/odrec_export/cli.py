@@ -228,8 +228,9 @@ def fit(**options) -> None:
     from .fit import fit as run_fit
 
     run_fit(options["data"], options["out"], budget=options["budget"], compressor=options["compressor"],
-            item_options=pick(options, ITEM_SHAPE), resume=options["resume"], valid_fraction=options["valid_fraction"], device=options["device"],
-            progress=_rich_progress, log=typer.echo)
+            item_options=pick(options, ITEM_SHAPE), resume=options["resume"],
+            valid_fraction=options["valid_fraction"], device=options["device"], progress=_rich_progress,
+            log=typer.echo)
 
 
 @app.command()
