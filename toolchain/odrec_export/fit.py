@@ -267,6 +267,7 @@ def _student_shape(compressor: str, item_options: dict, num_items: int, encoder:
     from . import compressors
     from .errors import UsageError
     from .models.encoder import EncoderConfig
+    from .train.distill import item_bytes
 
     spec = compressors.get(compressor)
     config = spec.items_config(item_options)
@@ -275,8 +276,7 @@ def _student_shape(compressor: str, item_options: dict, num_items: int, encoder:
         table = spec.table(num_items, dim, config)
     except ValueError as e:
         raise UsageError(f"compressor {compressor}: {e}") from None
-    stored = sum(t.numel() * t.element_size() for t in (*table.parameters(), *table.buffers()))
-    log(f"student: {compressor} {json.dumps(config)}, item representation {num_items * dim * 4 / stored:.1f}x "
+    log(f"student: {compressor} {json.dumps(config)}, item representation {item_bytes(table)['ratio_bytes']:.1f}x "
         f"smaller than the fp32 table (before the artifact's int8 codebooks)")
 
 
@@ -285,8 +285,8 @@ def fit(data, out, *, budget: str = "10m", compressor: str = "pq", item_options:
         encoder: Optional[dict] = None, stop_after: Optional[str] = None, progress=None, log: Log = print) -> dict:
     """From a click log (or session folder) ``data`` to a verified artifact in ``out``/artifact within
     ``budget`` (a duration: 90s, 10m, 1h): baseline, teacher, ``compressor`` student, its polish with
-    the time it leaves, repeat bonus, build, verify (x86), bench, report.md. ``item_options``: the compressor's (``{"m": 8, "k": 256}``; absent or
-    None: its defaults; resuming: the run's). ``valid_fraction``: None is ``ClickLogProtocol``'s (or,
+    the time it leaves, repeat bonus, build, verify (x86), bench, report.md. ``item_options``: the
+    compressor's (``{"m": 8, "k": 256}``; absent or None: its defaults; resuming: the run's). ``valid_fraction``: None is ``ClickLogProtocol``'s (or,
     resuming, the run's). ``resume`` skips the phases ``out``/fit.json marks done (their files unchanged).
     ``stop_after``: a phase to stop after (the rest left for a resumed run). Returns the run's record."""
     from . import compressors

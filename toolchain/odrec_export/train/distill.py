@@ -209,10 +209,9 @@ def distill(teacher: SessionRecommender, student: SessionRecommender, data: Sess
     return history
 
 
-def item_bytes(student: SessionRecommender) -> dict:
+def item_bytes(items: ItemTable) -> dict:
     """The item representation as stored (every parameter and buffer of the item table) against the
     fp32 N×d table; for codes also the paper's parameter ratio |V|·d / (M·K·d + M·|V|)."""
-    items = student.items
     tensors = dict(items.named_parameters())
     tensors.update(items.named_buffers())
     parts = {name: t.numel() * t.element_size() for name, t in tensors.items()}
@@ -235,7 +234,7 @@ def student_checkpoint(student: SessionRecommender, config: dict, data: SessionD
     provenance = {"data_source": data.source, "data_sha256": data.data_sha256, "data_report": data.report,
                   "popular_items": data.popular_items(), "teacher": teacher_info, compressor.fit_record: fit_report, "train": asdict(train_cfg),
                   "distill": asdict(cfg), "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
-                  "history": history["history"], "wall_seconds": round(wall, 1), "item_bytes": item_bytes(student),
+                  "history": history["history"], "wall_seconds": round(wall, 1), "item_bytes": item_bytes(student.items),
                   "environment": environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "complete": complete}
     if init_info is not None:
