@@ -363,13 +363,18 @@ class Codes(Compressor):
         if A.CODES not in inits or A.CODEBOOKS not in inits:
             raise OdrecError(f"{A.MODEL_FILE} holds no codes and codebooks")
         books = numpy_helper.to_array(inits[A.CODEBOOKS]).astype(np.float32)  # (M·K) × width
-        if A.CODEBOOK_SCALES in inits:
-            books = books * numpy_helper.to_array(inits[A.CODEBOOK_SCALES])[:, None]
         m, k = manifest["compressor"]["M"], manifest["compressor"]["K"]
+        if A.CODEBOOK_SCALES in inits:
+            books = self.dequantised(books, numpy_helper.to_array(inits[A.CODEBOOK_SCALES]), m, k)
         grouped = numpy_helper.to_array(inits[A.CODES])
         for start in range(0, grouped.shape[1], chunk):
             codewords = ungroup_codes(grouped[:, start:start + chunk], m, k) + np.arange(m)[:, None] * k
             yield self.item_rows(books[rows] for rows in codewords)  # M × chunk rows of the flat books
+
+    @staticmethod
+    def dequantised(books: np.ndarray, scales: np.ndarray, m: int, k: int) -> np.ndarray:
+        """Stored (M·K) × width int8 codebooks (as float) times their scales: one per codeword here."""
+        return books * scales[:, None]
 
     @staticmethod
     def item_rows(codewords) -> np.ndarray:
@@ -383,9 +388,15 @@ class Codes(Compressor):
     def match_artifact(self, table: CodesItemTable, manifest: dict, round_trip) -> None:
         scheme = A.quant_scheme(manifest) or "fp32"
         if scheme != "fp32":
-            m, k, d = table.codebooks.shape
             with torch.no_grad():
-                table.codebooks.copy_(round_trip(table.codebooks.detach().reshape(m * k, d), scheme).reshape(m, k, d))
+                table.codebooks.copy_(self.quantised_books(table.codebooks.detach(), round_trip, scheme))
+
+    @staticmethod
+    def quantised_books(books: torch.Tensor, round_trip, scheme: str) -> torch.Tensor:
+        """M × K × width codebooks after the artifact's quantisation, ``round_trip`` being verify's own
+        per-row scheme: here each codeword is a row."""
+        m, k, width = books.shape
+        return round_trip(books.reshape(m * k, width), scheme).reshape(m, k, width)
 
     def synthetic_state(self, source, config: dict, rng, seed: int) -> dict:
         return random_codes_state(source, config["encoder"]["num_items"], rng)

@@ -22,15 +22,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from onnx import TensorProto
+
 from ..export import artifact as A
 from ..export.graph import Graph
+from ..export.quantise import quantise_rows
 from ..train.code_learning import kmeans
 from .base import Compressor
 from .codes import (
     SESSION,
     Codes,
     CodesItemTable,
-    _dequantised_codebooks,
     codeword_rows,
     group_codes,
     group_size,
@@ -73,12 +75,37 @@ class PQItemTable(CodesItemTable):
                 "codes_used_per_subspace": [int(torch.unique(codes[1:, m]).numel()) for m in range(self.m)]}
 
 
+def quantise_columns(codebooks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 sub-codebooks with one symmetric scale per column of each sub-codebook: ((M·K) × d/M int8,
+    M × 1 × d/M float32 scales). A sub-codeword has only d/M values, so a scale per codeword (codes'
+    scheme) would cost 4 bytes for every d/M = 8; per column it is d scales in all, which is what lets
+    K=256 stay over 30x on a 40k-item catalogue."""
+    m, k, sub = codebooks.shape
+    q, scale = quantise_rows(codebooks.transpose(0, 2, 1).reshape(m * sub, k))
+    return q.reshape(m, sub, k).transpose(0, 2, 1).reshape(m * k, sub), scale.reshape(m, 1, sub)
+
+
+def _dequantised_sub_codebooks(g: Graph, codebooks: np.ndarray, quant: str) -> str:
+    """(M·K) × d/M float sub-codebooks; as for codes, the int8 Cast and Mul take only constants and are
+    folded by onnxruntime at load."""
+    m, k, sub = codebooks.shape
+    if quant == "fp32":
+        return g.const(A.CODEBOOKS, codebooks.reshape(m * k, sub).astype(np.float32))
+    q, scale = quantise_columns(codebooks.astype(np.float32))
+    g.const(A.CODEBOOKS, q)
+    g.const(A.CODEBOOK_SCALES, scale)
+    as_float = g.op("Cast", [A.CODEBOOKS], "pq/codebooks_int8_as_float", to=TensorProto.FLOAT)
+    blocks = g.op("Reshape", [as_float, g.const("pq/blocks_shape", np.array([m, k, sub], np.int64))], "pq/blocks_int8")
+    scaled = g.op("Mul", [blocks, A.CODEBOOK_SCALES], "pq/blocks_f")
+    return g.op("Reshape", [scaled, g.const("pq/flat_shape", np.array([m * k, sub], np.int64))], "pq/codebooks_f")
+
+
 def pq_head(g: Graph, codes: np.ndarray, codebooks: np.ndarray, quant: str, ids_m1: str, mask: str, tail) -> None:
     """Item vectors (concatenated sub-codewords) and every item's score from the per-query score tables."""
     m, k, sub = codebooks.shape
     num_items = codes.shape[1] - 1
     grp = group_size(m, k, num_items)
-    books = _dequantised_codebooks(g, codebooks, quant)  # (M·K) × d/M
+    books = _dequantised_sub_codebooks(g, codebooks, quant)  # (M·K) × d/M
     g.const(A.CODES, group_codes(codes, k, grp))
     rows, order = codeword_rows(g, m, k, grp, ids_m1)  # M × B × L, codebooks in ``order``
     words = g.op("Gather", [books, rows], "pq/codewords", axis=0)  # M × B × L × d/M
@@ -105,10 +132,11 @@ class ProductQuantisation(Codes):
     name = "pq"
     summary = "product quantisation (one code per sub-space of d/M dimensions)"
     table_type = PQItemTable
-    # at d=128: 8 dimensions a code; ~31x fewer bytes than the fp32 table in the artifact at 40k items (at most
-    # 32x: 16 bytes an item). The most accurate of the shapes tried at 30-60x (docs/results.md, "fit"); M=8, K=256
-    # gives ~57x for about 1.5 points of test HR@10 on Tmall (without the repeat bonus)
-    options = {"m": 16, "k": 128}
+    # at d=128: 8 dimensions a code; ~30.3x fewer bytes than the fp32 table in the artifact at 37k items (at
+    # most 32x: 16 bytes an item; the int8 sub-codebooks are 32 KiB). The most accurate of the shapes tried at
+    # 30-60x (docs/results.md, "fit"): K=256 kept 0.9 points more of RetailRocket's teacher HR@10 than K=128 at
+    # equal time; M=8, K=256 gives ~57x for about 1.5 points of test HR@10 on Tmall (without the repeat bonus)
+    options = {"m": 16, "k": 256}
     fit_record = "item_fit"
     fit = Compressor.fit  # k-means per sub-space (PQItemTable.init_from_table), not code learning
 
@@ -122,6 +150,32 @@ class ProductQuantisation(Codes):
 
     def stored_books_shape(self, block: dict) -> tuple[int, int]:
         return block["M"] * block["K"], block["d"] // block["M"]
+
+    def quantisation(self, opts) -> dict:
+        if opts.quant == "int8":
+            return {**super().quantisation(opts), "granularity": "per column of each sub-codebook (d symmetric scales)"}
+        return super().quantisation(opts)
+
+    def check_graph(self, inits: dict, manifest: dict) -> list[str]:
+        problems = super().check_graph(inits, manifest)
+        block = manifest.get("compressor") if isinstance(manifest.get("compressor"), dict) else {}
+        if not problems and A.CODEBOOK_SCALES in inits and {"M", "d"} <= block.keys():
+            want = (block["M"], 1, block["d"] // block["M"])
+            if tuple(inits[A.CODEBOOK_SCALES].dims) != want:
+                problems.append(f"{A.MODEL_FILE}: codebook scales {tuple(inits[A.CODEBOOK_SCALES].dims)}, expected {want} "
+                                "(one per column of each sub-codebook; rebuild an artifact made before them)")
+        return problems
+
+    @staticmethod
+    def dequantised(books: np.ndarray, scales: np.ndarray, m: int, k: int) -> np.ndarray:
+        return (books.reshape(m, k, -1) * scales.reshape(m, 1, -1)).reshape(m * k, -1)
+
+    @staticmethod
+    def quantised_books(books: torch.Tensor, round_trip, scheme: str) -> torch.Tensor:
+        """Each sub-codebook's columns are the rows of the per-row scheme."""
+        m, k, sub = books.shape
+        columns = books.transpose(1, 2).reshape(m * sub, k)
+        return round_trip(columns, scheme).reshape(m, sub, k).transpose(1, 2)
 
     @staticmethod
     def item_rows(codewords) -> np.ndarray:
