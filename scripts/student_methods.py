@@ -26,6 +26,8 @@ VARIANTS = {  # name -> (compressor, its options, DistillConfig overrides); empt
     "pq-16x128": ("pq", {"m": 16, "k": 128}, {}),
     "pq-8x256": ("pq", {"m": 8, "k": 256}, {}),
     "pq-16x256": ("pq", {"m": 16, "k": 256}, {}),
+    "pq-sqrt-count": ("pq", {"kmeans_weights": "sqrt-count"}, {}),
+    "pq-log-count": ("pq", {"kmeans_weights": "log-count"}, {}),
     "pq-frozen-teacher": ("pq", {}, {"teacher_lr": 0.0}),
     "pq-odrec": ("pq", {}, {"eta": 0.0, "bidirectional": False, "predictive": 0.5}),
 }

@@ -66,7 +66,7 @@ def pq_student(tiny_checkpoints, diginetica, tmp_path_factory):
 
 def test_student_stores_codes_and_sub_codebooks_only(pq_student):
     _, ckpt = pq_student
-    assert ckpt.config["compressor"] == "pq" and ckpt.config["items"] == {"m": 4, "k": 16}
+    assert ckpt.config["compressor"] == "pq" and ckpt.config["items"] == {"m": 4, "k": 16, "kmeans_weights": "uniform"}
     d = ckpt.config["encoder"]["dim"]
     assert tuple(ckpt.state_dict["items.codebooks"].shape) == (4, 16, d // 4)
     assert ckpt.state_dict["items.codes"].dtype == torch.uint8
@@ -98,3 +98,17 @@ def test_cli_names_a_code_shape_the_dimension_cannot_take(tiny_checkpoints, tmp_
             "--m", "3", "--epochs", "0", "--out", str(tmp_path / "s.pt"))
     assert_one_line_error(r, 2, "pq", "not a multiple of M=3")
     assert not (tmp_path / "s.pt").exists()
+
+
+def test_kmeans_weights_pull_the_centroid_towards_heavy_points():
+    from odrec_export.train.code_learning import kmeans
+
+    points = torch.tensor([[0.0, 0.0], [4.0, 8.0]])
+    gen = torch.Generator().manual_seed(0)
+    _, plain = kmeans(points, 1, 3, gen)
+    _, weighted = kmeans(points, 1, 3, gen, weights=torch.tensor([3.0, 1.0]))
+    assert torch.allclose(plain[0], torch.tensor([2.0, 4.0])) and torch.allclose(weighted[0], torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="kmeans_weights 'often'"):
+        PQItemTable(num_items=10, dim=8, m=2, k=4, kmeans_weights="often")
+    table = PQItemTable(num_items=10, dim=8, m=2, k=4, kmeans_weights="log-count")
+    assert table.config() == {"m": 2, "k": 4, "kmeans_weights": "log-count"}

@@ -28,6 +28,7 @@ from typing import Callable, Optional
 Log = Callable[[str], None]
 
 STATE = "fit.json"
+SHAPE_OPTIONS = ("m", "k", "rank", "blocks", "rho")  # the student's shape: fit's --m/--k/--rank/--blocks/--rho
 REPORT = "report.md"
 FILES = {"teacher": "teacher.pt", "student": "student.pt", "polish": "student-polished.pt", "bonus": "student-bonus.pt",
          "build": "artifact/manifest.json", "verify": "verify.json", "bench": "bench.json"}
@@ -218,6 +219,7 @@ def _check_same(recorded: dict, now: dict) -> None:
 
 def _open(data, out: Path, resume: bool, valid_fraction, compressor: str, item_options: dict, log: Log):
     """Load and split the data once; the run's record (new, or the resumed one, checked)."""
+    from . import compressors
     from .data.sessions import ClickLogProtocol, load_sessions
     from .errors import UsageError
 
@@ -232,7 +234,7 @@ def _open(data, out: Path, resume: bool, valid_fraction, compressor: str, item_o
         if previous["compressor"] != compressor:
             raise UsageError(f"cannot resume: --compressor {compressor}, but this run's is {previous['compressor']}")
         recorded = previous.setdefault("item_options", {})
-        if item_options and item_options != recorded:
+        if any(recorded.get(name) != value for name, value in item_options.items()):
             raise UsageError(f"cannot resume: {_flags(item_options)}, but this run's student has "
                              f"{_flags(recorded) or 'the compressor defaults'}")
     elif state.is_file():
@@ -252,6 +254,10 @@ def _open(data, out: Path, resume: bool, valid_fraction, compressor: str, item_o
                                         or "nothing yet"))
         return sessions, protocol, previous
     log(f"data: {json.dumps(split['counts'])}")
+    # the shape as the defaults of today make it, so that a resume after an upgrade trains the same student
+    defaults = {name: value for name, value in compressors.get(compressor).options.items()
+                if name in SHAPE_OPTIONS and value is not None}
+    item_options = {**defaults, **item_options}
     return sessions, protocol, {"version": 1, "split": split, "compressor": compressor, "item_options": item_options,
                                 "phases": {}, "runs": []}
 
@@ -276,8 +282,11 @@ def _student_shape(compressor: str, item_options: dict, num_items: int, encoder:
         table = spec.table(num_items, dim, config)
     except ValueError as e:
         raise UsageError(f"compressor {compressor}: {e}") from None
-    log(f"student: {compressor} {json.dumps(config)}, item representation {item_bytes(table)['ratio_bytes']:.1f}x "
-        f"smaller than the fp32 table (before the artifact's int8 codebooks)")
+    size = item_bytes(table)
+    ratio = (f"{size['int8_artifact_ratio']:.1f}x smaller than the fp32 table in the artifact "
+             f"({size['ratio_bytes']:.1f}x while training, codebooks fp32)") if "int8_artifact_ratio" in size \
+        else f"{size['ratio_bytes']:.1f}x smaller than the fp32 table"
+    log(f"student: {compressor} {json.dumps(config)}, item representation {ratio}")
 
 
 def fit(data, out, *, budget: str = "10m", compressor: str = "pq", item_options: Optional[dict] = None,

@@ -68,8 +68,14 @@ class CodesItemTable(ItemTable):
         """The paper's parameter ratio |V|·d / (codebook numbers + M·|V|) beside the stored bytes
         (codebook numbers: M·K·d here, K·d for pq's M sub-spaces of d/M)."""
         n, d = self.num_items, self.dim
+        int8 = n * self.m * self.codes.element_size() + self.codebooks.numel() + 4 * self.int8_scales()
         return {"codes_bytes": parts["codes"], "codebooks_bytes": parts["codebooks"],
-                "paper_ratio": n * d / (self.codebooks.numel() + self.m * n)}
+                "paper_ratio": n * d / (self.codebooks.numel() + self.m * n),
+                "int8_artifact_bytes": int8, "int8_artifact_ratio": n * d * 4 / int8}
+
+    def int8_scales(self) -> int:
+        """fp32 scales of the artifact's int8 codebooks: one per codeword."""
+        return self.m * self.k
 
     def set_codes(self, codes: torch.Tensor) -> None:
         """codes: (N+1) × M integers in 0..K-1; row 0 (padding) is ignored."""

@@ -40,17 +40,28 @@ from .codes import (
 )
 
 KMEANS_ITERS = 15
+# an item's weight in the k-means from its training clicks c: frequent items are the likely targets
+KMEANS_WEIGHTS = {"uniform": torch.ones_like, "sqrt-count": lambda c: (c + 1).sqrt(), "log-count": lambda c: (c + 1).log1p()}
 
 
 class PQItemTable(CodesItemTable):
     """Codes into M sub-spaces: codebooks M × K × d/M, an item's vector the concatenation of its M
     sub-codewords."""
 
-    def __init__(self, num_items: int, dim: int, m: int = 16, k: int = 128):
+    def __init__(self, num_items: int, dim: int, m: int = 16, k: int = 128, kmeans_weights: str = "uniform"):
         if dim % m:
             raise ValueError(f"d={dim} is not a multiple of M={m}")
+        if kmeans_weights not in KMEANS_WEIGHTS:
+            raise ValueError(f"kmeans_weights {kmeans_weights!r} is not one of {', '.join(KMEANS_WEIGHTS)}")
         super().__init__(num_items, dim, m, k)
+        self.kmeans_weights = kmeans_weights
         self.codebooks = nn.Parameter(torch.randn(m, k, dim // m) * (dim // m) ** -0.5)
+
+    def config(self) -> dict:
+        return {**super().config(), "kmeans_weights": self.kmeans_weights}
+
+    def int8_scales(self) -> int:
+        return self.dim  # one per column of each sub-codebook (quantise_columns)
 
     def _compose(self, codes: torch.Tensor) -> torch.Tensor:
         flat = codes.reshape(-1, self.m).long() + torch.arange(self.m, device=codes.device) * self.k
@@ -63,12 +74,14 @@ class PQItemTable(CodesItemTable):
 
     @torch.no_grad()
     def init_from_table(self, table: torch.Tensor, counts: np.ndarray) -> dict:
-        """k-means in each sub-space of the teacher's rows 1..N."""
+        """k-means in each sub-space of the teacher's rows 1..N, each item weighted by ``kmeans_weights``
+        of its training clicks (``counts``, index 0 the padding)."""
         rows = table[1:].float()
+        weights = KMEANS_WEIGHTS[self.kmeans_weights](torch.as_tensor(np.asarray(counts[1:]), dtype=torch.float32))
         gen = torch.Generator().manual_seed(0)
         codes = torch.zeros(self.num_items + 1, self.m, dtype=torch.long)
         for m, part in enumerate(rows.split(self.dim // self.m, dim=1)):
-            codes[1:, m], self.codebooks[m] = kmeans(part.contiguous(), self.k, KMEANS_ITERS, gen)
+            codes[1:, m], self.codebooks[m] = kmeans(part.contiguous(), self.k, KMEANS_ITERS, gen, weights)
         self.set_codes(codes)
         error = ((self.table()[1:] - rows) ** 2).sum() / (rows ** 2).sum().clamp(min=1e-12)
         return {"relative_mse": round(float(error), 5), "kmeans_iters": KMEANS_ITERS,
@@ -136,9 +149,10 @@ class ProductQuantisation(Codes):
     # most 32x: 16 bytes an item; the int8 sub-codebooks are 32 KiB). The most accurate of the shapes tried at
     # 30-60x (docs/results.md, "fit"): K=256 kept 0.9 points more of RetailRocket's teacher HR@10 than K=128 at
     # equal time; M=8, K=256 gives ~57x for about 1.5 points of test HR@10 on Tmall (without the repeat bonus)
-    options = {"m": 16, "k": 256}
+    options = {"m": 16, "k": 256, "kmeans_weights": "uniform"}
     fit_record = "item_fit"
     fit = Compressor.fit  # k-means per sub-space (PQItemTable.init_from_table), not code learning
+    items_config = Compressor.items_config  # every option is the table's (codes' adds its code learning)
 
     def head(self, frozen, opts):
         def head(g: Graph, ids: str, ids_m1: str, mask: str, tail) -> None:

@@ -98,17 +98,20 @@ def fit_codebooks(codes: torch.Tensor, table: torch.Tensor, k: int, ridge: float
 
 
 @torch.no_grad()
-def kmeans(points: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans(points: torch.Tensor, k: int, iters: int, gen: torch.Generator,
+           weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means from k random points (zero centroids when there are fewer points than k);
-    returns (assignment of each point, k centroids)."""
+    returns (assignment of each point, k centroids). ``weights`` (one per point, > 0): each centroid is
+    its points' weighted mean, so heavy points are fitted more closely."""
     centroids = points[torch.randperm(len(points), generator=gen, device=points.device)[:k]].clone()
     if len(centroids) < k:
         centroids = torch.cat([centroids, points.new_zeros(k - len(centroids), points.shape[1])])
+    w = points.new_ones(len(points)) if weights is None else weights.to(points)
     for _ in range(iters):
         assign = torch.cdist(points, centroids).argmin(1)
-        sums = torch.zeros_like(centroids).index_add_(0, assign, points)
-        counts = torch.bincount(assign, minlength=k).unsqueeze(1)
-        centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, points * w[:, None])
+        mass = torch.zeros(k, 1, dtype=points.dtype, device=points.device).index_add_(0, assign, w[:, None])
+        centroids = torch.where(mass > 0, sums / mass.clamp(min=1e-12), centroids)
     return torch.cdist(points, centroids).argmin(1), centroids
 
 
