@@ -89,6 +89,8 @@ def test_artifact_verifies_and_decodes_to_the_students_table(pq_student, quant, 
     assert np.abs(decoded - table).max() <= tolerance
     parts = size_report(out, measure_rss=False)["parts"]
     assert parts["codes"] > 0 and parts["codebooks"] > 0 and (parts["scales"] > 0) == (quant == "int8")
+    if quant == "int8":  # one fp32 scale per column of each sub-codebook: d in all, not one per codeword
+        assert parts["scales"] == 4 * ckpt.config["encoder"]["dim"]
 
 
 def test_cli_names_a_code_shape_the_dimension_cannot_take(tiny_checkpoints, tmp_path):

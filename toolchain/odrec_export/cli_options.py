@@ -300,8 +300,12 @@ ITEMS = {
     "rho": item_option("rho", int, "block i has dimension d/rho^i", min=2),
     "code_steps": item_option("code_steps", int, "code-learning steps, full item table each",
                               otherwise=str(CODE_LEARNING["steps"]), min=1),
+    "kmeans_weights": item_option("kmeans_weights", str, "an item's weight in the k-means of the teacher's table, "
+                                  "from its training clicks c: 1, sqrt(c+1) or log(c+2)",
+                                  **choice("--kmeans-weights", "uniform", "sqrt-count", "log-count")),
 }
-ITEM_SHAPE = tuple(ITEMS[name] for name in ("m", "k", "rank", "blocks", "rho"))  # the student's size (fit takes these)
+# the student's item table as fit takes and records it (fit.ITEM_OPTIONS)
+ITEM_SHAPE = tuple(ITEMS[name] for name in ("m", "k", "rank", "blocks", "rho", "kmeans_weights"))
 KD = opt("kd", Optional[str], default_of(pipeline.train, "kd"), **choice("--kd", "eodrec", "odrec"),
          help="Students: KD recipe, eodrec (bidirectional, mix-up; default for codes) or odrec (frozen teacher, "
          "predictive task; default for the others).")

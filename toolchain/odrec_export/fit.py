@@ -28,7 +28,7 @@ from typing import Callable, Optional
 Log = Callable[[str], None]
 
 STATE = "fit.json"
-SHAPE_OPTIONS = ("m", "k", "rank", "blocks", "rho")  # the student's shape: fit's --m/--k/--rank/--blocks/--rho
+ITEM_OPTIONS = ("m", "k", "rank", "blocks", "rho", "kmeans_weights")  # the student's item table: fit's --m/--k/…
 REPORT = "report.md"
 FILES = {"teacher": "teacher.pt", "student": "student.pt", "polish": "student-polished.pt", "bonus": "student-bonus.pt",
          "build": "artifact/manifest.json", "verify": "verify.json", "bench": "bench.json"}
@@ -256,7 +256,7 @@ def _open(data, out: Path, resume: bool, valid_fraction, compressor: str, item_o
     log(f"data: {json.dumps(split['counts'])}")
     # the shape as the defaults of today make it, so that a resume after an upgrade trains the same student
     defaults = {name: value for name, value in compressors.get(compressor).options.items()
-                if name in SHAPE_OPTIONS and value is not None}
+                if name in ITEM_OPTIONS and value is not None}
     item_options = {**defaults, **item_options}
     return sessions, protocol, {"version": 1, "split": split, "compressor": compressor, "item_options": item_options,
                                 "phases": {}, "runs": []}
@@ -264,7 +264,7 @@ def _open(data, out: Path, resume: bool, valid_fraction, compressor: str, item_o
 
 def _flags(item_options: dict) -> str:
     """``{"m": 8, "k": 256}`` as the command line's ``--k 256 --m 8`` (by name: fit.json sorts its keys)."""
-    return " ".join(f"--{name} {value}" for name, value in sorted(item_options.items()))
+    return " ".join(f"--{name.replace('_', '-')} {value}" for name, value in sorted(item_options.items()))
 
 
 def _student_shape(compressor: str, item_options: dict, num_items: int, encoder: dict, log: Log) -> None:

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from onnx import TensorProto
 
 from ..export import artifact as A
@@ -48,7 +47,7 @@ class PQItemTable(CodesItemTable):
     """Codes into M sub-spaces: codebooks M × K × d/M, an item's vector the concatenation of its M
     sub-codewords."""
 
-    def __init__(self, num_items: int, dim: int, m: int = 16, k: int = 128, kmeans_weights: str = "uniform"):
+    def __init__(self, num_items: int, dim: int, m: int = 16, k: int = 256, kmeans_weights: str = "uniform"):
         if dim % m:
             raise ValueError(f"d={dim} is not a multiple of M={m}")
         if kmeans_weights not in KMEANS_WEIGHTS:
