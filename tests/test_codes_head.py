@@ -31,6 +31,8 @@ def test_group_size_follows_the_cost_of_tables_against_lookups():
     assert group_size(8, 128, 1_000) == 1  # four 16,384-entry tables would cost more than they save
     assert group_size(3, 16, 10**6) == 1  # odd M
     assert group_size(8, 512, 10**6) == 1  # a pair index would not fit 16 bits
+    assert group_size(16, 256, 40_000) == 1  # eight 65,536-entry tables (2 MiB) would not stay in L2
+    assert group_size(8, 256, 40_000) == 2  # four of them (1 MiB) do
 
 
 @pytest.fixture(scope="module")

@@ -138,12 +138,16 @@ ITEM_VECTORS = A.ENCODER_PREFIX + "item_vectors"
 # building a group table ~0.4 ns per entry.
 LOOKUP_NS, TABLE_ENTRY_NS = 1.1, 0.4
 CHUNK = 1 << 16  # items per GatherElements: its G × CHUNK floats stay in a core's cache
+# Both costs hold while a query's pair tables stay in a core's L2. Beyond, the random lookups miss it:
+# pq M=16, K=256 on RetailRocket (2 MiB of pair tables) ran 1,295 µs with pairs against 1,130 µs
+# without (docs/results.md, "fit"), where this model predicted pairs cheaper.
+PAIR_TABLES_MAX_BYTES = 1 << 20
 
 
 def group_size(m: int, k: int, num_items: int) -> int:
     """Codebooks per lookup: 2 when the pair tables (K² entries a pair) cost less to build than the
-    lookups they save and a pair index fits 16 bits, else 1."""
-    if m % 2 or k * k > 1 << 16:
+    lookups they save, fit a core's L2 together and a pair index fits 16 bits, else 1."""
+    if m % 2 or k * k > 1 << 16 or (m // 2) * k * k * 4 > PAIR_TABLES_MAX_BYTES:
         return 1
     singles = num_items * m * LOOKUP_NS
     pairs = num_items * (m // 2) * LOOKUP_NS + (m // 2) * k * k * TABLE_ENTRY_NS
