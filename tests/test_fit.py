@@ -90,7 +90,7 @@ def test_resume_refuses_other_data(stopped, tmp_path):
     assert_one_line_error(r, 2, "--resume")
     r = cli("fit", "--data", str(DIGINETICA), "--out", str(out), "--resume", "--m", "8")
     # the run recorded pq's default shape when it started, so that a later default cannot change it
-    assert_one_line_error(r, 2, "cannot resume", "--m 8", "--k 256 --m 16")
+    assert_one_line_error(r, 2, "cannot resume", "--m 8", "--k 256 --kmeans-weights uniform --m 16")
 
 
 @needs_shared
@@ -149,7 +149,7 @@ def test_synthetic_run_interrupted_in_its_student_resumes_from_the_best_so_far(t
     assert json.loads((out / "verify.json").read_text())["passed"]
     report = (out / "report.md").read_text()
     assert "teacher + repeat bonus (PyTorch)" in report and "verify (x86): PASS" in report
-    assert "--compressor pq --k 64 --m 8 --out" in report
+    assert "--compressor pq --k 64 --kmeans-weights uniform --m 8 --out" in report
     polish = record["phases"]["polish"]  # what the student left: spent on a continuation, or too little
     assert ("polish: skipped" in report) == polish["skipped"] == ("--init" not in report)
     manifest = json.loads((out / "artifact" / "manifest.json").read_text())

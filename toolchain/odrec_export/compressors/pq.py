@@ -146,8 +146,9 @@ class ProductQuantisation(Codes):
     table_type = PQItemTable
     # at d=128: 8 dimensions a code; ~30.3x fewer bytes than the fp32 table in the artifact at 37k items (at
     # most 32x: 16 bytes an item; the int8 sub-codebooks are 32 KiB). The most accurate of the shapes tried at
-    # 30-60x (docs/results.md, "fit"): K=256 kept 0.9 points more of RetailRocket's teacher HR@10 than K=128 at
-    # equal time; M=8, K=256 gives ~57x for about 1.5 points of test HR@10 on Tmall (without the repeat bonus)
+    # 30-60x (docs/results.md, "fit"): in a 2-hour fit on RetailRocket K=256 kept 95.3% of the teacher's HR@10
+    # (both with the repeat bonus) where K=128 kept 94.0%, but its artifact is ~1.2x faster than the fp32 table
+    # where K=128's is ~1.8x (twice the lookups). M=8, K=256 gives ~57x for about 1.5 points of Tmall HR@10
     options = {"m": 16, "k": 256, "kmeans_weights": "uniform"}
     fit_record = "item_fit"
     fit = Compressor.fit  # k-means per sub-space (PQItemTable.init_from_table), not code learning
