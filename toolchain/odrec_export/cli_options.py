@@ -304,8 +304,7 @@ ITEMS = {
                                   "from its training clicks c: 1, sqrt(c+1) or log(c+2)",
                                   **choice("--kmeans-weights", "uniform", "sqrt-count", "log-count")),
 }
-# the student's item table as fit takes and records it (fit.ITEM_OPTIONS)
-ITEM_SHAPE = tuple(ITEMS[name] for name in ("m", "k", "rank", "blocks", "rho", "kmeans_weights"))
+ITEM_SHAPE = tuple(ITEMS[name] for name in fitting.ITEM_OPTIONS)  # the student's item table as fit records it
 KD = opt("kd", Optional[str], default_of(pipeline.train, "kd"), **choice("--kd", "eodrec", "odrec"),
          help="Students: KD recipe, eodrec (bidirectional, mix-up; default for codes) or odrec (frozen teacher, "
          "predictive task; default for the others).")
